@@ -1,0 +1,3 @@
+from exai_mcp.cli import main
+
+main()

@@ -1,0 +1,254 @@
+"""All settings, read and validated in one place, and the timeout hierarchy derived from them.
+
+No other module reads the environment: everything below is built once at start-up and passed
+down. Settings come from real environment variables first, then from an optional `.env` file
+(`EXAI_ENV_FILE` names it; default `.env` in the working directory).
+
+The timeout hierarchy (T = WORKFLOW_TOOL_TIMEOUT_SECS):
+
+    provider attempt (KIMI_/GLM_TIMEOUT_SECS) <= tool budget (T, or EXPERT_ANALYSIS_TIMEOUT_SECS)
+        < server deadline ceil(1.5 T) < client timeout, at least ceil(2.5 T)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from exai_mcp.errors import ConfigError
+
+MIN_TOOL_TIMEOUT = 1
+MAX_TOOL_TIMEOUT = 3600
+DEADLINE_RATIO = 1.5
+CLIENT_RATIO = 2.5
+
+
+def _env(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+class Settings(BaseSettings):
+    """Every variable exai-mcp reads. Field aliases are the variable names users set."""
+
+    model_config = SettingsConfigDict(
+        env_ignore_empty=True,
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+        frozen=True,
+    )
+
+    log_level: str = Field("INFO", validation_alias=_env("EXAI_LOG_LEVEL"))
+
+    kimi_api_key: SecretStr | None = Field(
+        None, validation_alias=_env("KIMI_API_KEY", "MOONSHOT_API_KEY")
+    )
+    kimi_base_url: str = Field("https://api.moonshot.ai/v1", validation_alias=_env("KIMI_BASE_URL"))
+    kimi_default_model: str = Field(
+        "kimi-k2-0905-preview", validation_alias=_env("KIMI_DEFAULT_MODEL")
+    )
+    glm_api_key: SecretStr | None = Field(
+        None, validation_alias=_env("GLM_API_KEY", "ZHIPUAI_API_KEY", "ZAI_API_KEY")
+    )
+    glm_base_url: str = Field("https://api.z.ai/api/paas/v4", validation_alias=_env("GLM_BASE_URL"))
+    glm_default_model: str = Field("glm-4.6", validation_alias=_env("GLM_DEFAULT_MODEL"))
+    default_model: str = Field("auto", validation_alias=_env("EXAI_DEFAULT_MODEL"))
+
+    tool_timeout: float = Field(180, validation_alias=_env("WORKFLOW_TOOL_TIMEOUT_SECS"))
+    expert_timeout: float | None = Field(
+        None, validation_alias=_env("EXPERT_ANALYSIS_TIMEOUT_SECS")
+    )
+    kimi_timeout: float | None = Field(None, validation_alias=_env("KIMI_TIMEOUT_SECS"))
+    glm_timeout: float | None = Field(None, validation_alias=_env("GLM_TIMEOUT_SECS"))
+    client_timeout: float | None = Field(None, validation_alias=_env("EXAI_CLIENT_TIMEOUT_SECS"))
+
+    max_attempts: int = Field(3, ge=1, le=10, validation_alias=_env("EXAI_MAX_ATTEMPTS"))
+    max_inflight: int = Field(24, ge=1, le=1000, validation_alias=_env("EXAI_MAX_INFLIGHT"))
+    kimi_max_inflight: int = Field(
+        6, ge=1, le=1000, validation_alias=_env("EXAI_KIMI_MAX_INFLIGHT")
+    )
+    glm_max_inflight: int = Field(4, ge=1, le=1000, validation_alias=_env("EXAI_GLM_MAX_INFLIGHT"))
+    cancel_grace: float = Field(10, ge=0, validation_alias=_env("EXAI_CANCEL_GRACE_SECS"))
+    cache_ttl: float = Field(600, ge=0, validation_alias=_env("EXAI_RESULT_CACHE_TTL_SECS"))
+    cache_max_entries: int = Field(
+        256, ge=0, validation_alias=_env("EXAI_RESULT_CACHE_MAX_ENTRIES")
+    )
+    breaker_failures: int = Field(5, ge=1, validation_alias=_env("EXAI_BREAKER_FAILURES"))
+    breaker_cooldown: float = Field(30, gt=0, validation_alias=_env("EXAI_BREAKER_COOLDOWN_SECS"))
+    health_interval: float = Field(30, gt=0, validation_alias=_env("EXAI_HEALTH_INTERVAL_SECS"))
+    progress_interval: float = Field(5, gt=0, validation_alias=_env("EXAI_PROGRESS_INTERVAL_SECS"))
+    max_output_tokens: int = Field(20_000, ge=100, validation_alias=_env("EXAI_MAX_OUTPUT_TOKENS"))
+
+    max_file_bytes: int = Field(1 << 20, ge=1, validation_alias=_env("EXAI_MAX_FILE_BYTES"))
+    allowed_roots: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), validation_alias=_env("EXAI_ALLOWED_ROOTS")
+    )
+    state_db: str | None = Field(None, validation_alias=_env("EXAI_STATE_DB"))
+    thread_ttl_hours: float = Field(24, gt=0, validation_alias=_env("EXAI_THREAD_TTL_HOURS"))
+    max_thread_turns: int = Field(50, ge=2, validation_alias=_env("EXAI_MAX_THREAD_TURNS"))
+
+    @field_validator("allowed_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: Any) -> Any:
+        # Path lists use the OS separator (":" or ";"), as PATH does.
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(os.pathsep) if part.strip())
+        return value
+
+    def effective_roots(self) -> tuple[Path, ...]:
+        """EXAI_ALLOWED_ROOTS, or by default the user's home and the working directory."""
+        roots = self.allowed_roots or (str(Path.home()), os.getcwd())
+        return tuple(Path(r).expanduser().resolve() for r in roots)
+
+    def timeouts(self) -> Timeouts:
+        return Timeouts.from_settings(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """The validated timeout hierarchy, in seconds."""
+
+    tool: float
+    expert: float
+    kimi: float
+    glm: float
+    server_deadline: int
+    client_minimum: int
+    client_configured: float | None
+    defaulted: frozenset[str] = frozenset()  # variables not set, which follow T
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> Timeouts:
+        t = s.tool_timeout
+        return cls(
+            tool=t,
+            expert=s.expert_timeout if s.expert_timeout is not None else t,
+            kimi=s.kimi_timeout if s.kimi_timeout is not None else t,
+            glm=s.glm_timeout if s.glm_timeout is not None else t,
+            # ceil, not round: round(1.5 * 3) == 4 but round(2.5 * 3) == 8 breaks the ratios.
+            server_deadline=math.ceil(DEADLINE_RATIO * t),
+            client_minimum=math.ceil(CLIENT_RATIO * t),
+            client_configured=s.client_timeout,
+            defaulted=frozenset(
+                var
+                for var, value in (
+                    ("EXPERT_ANALYSIS_TIMEOUT_SECS", s.expert_timeout),
+                    ("KIMI_TIMEOUT_SECS", s.kimi_timeout),
+                    ("GLM_TIMEOUT_SECS", s.glm_timeout),
+                )
+                if value is None
+            ),
+        )
+
+    def problems(self) -> list[str]:
+        """Each rule the configuration breaks, naming the variable, its value and the rule."""
+        out: list[str] = []
+        t = self.tool
+        if not MIN_TOOL_TIMEOUT <= t <= MAX_TOOL_TIMEOUT:
+            out.append(
+                f"WORKFLOW_TOOL_TIMEOUT_SECS={_fmt(t)} is outside the allowed range "
+                f"{MIN_TOOL_TIMEOUT}..{MAX_TOOL_TIMEOUT} seconds"
+            )
+        for var, value in (
+            ("EXPERT_ANALYSIS_TIMEOUT_SECS", self.expert),
+            ("KIMI_TIMEOUT_SECS", self.kimi),
+            ("GLM_TIMEOUT_SECS", self.glm),
+        ):
+            if var in self.defaulted:
+                continue
+            if value <= 0:
+                out.append(f"{var}={_fmt(value)} must be greater than 0")
+            elif value > t:
+                out.append(
+                    f"{var}={_fmt(value)} is above WORKFLOW_TOOL_TIMEOUT_SECS={_fmt(t)}; "
+                    "it must be at most that (provider attempt <= tool timeout)"
+                )
+        c = self.client_configured
+        if c is not None and c < self.server_deadline:
+            out.append(
+                f"EXAI_CLIENT_TIMEOUT_SECS={_fmt(c)} is below the server deadline "
+                f"{self.server_deadline} s (ceil(1.5 x {_fmt(t)})); the client would give up on "
+                f"calls the server is still answering: set it to at least {self.client_minimum}"
+            )
+        return out
+
+    def warnings(self) -> list[str]:
+        c = self.client_configured
+        if c is not None and self.server_deadline <= c < self.client_minimum:
+            return [
+                f"EXAI_CLIENT_TIMEOUT_SECS={_fmt(c)} is at or above the server deadline "
+                f"({self.server_deadline} s) but below the recommended ceil(2.5 x "
+                f"{_fmt(self.tool)}) = {self.client_minimum} s"
+            ]
+        return []
+
+    def describe(self) -> str:
+        """The one line logged at start-up."""
+        t = self.tool
+        return (
+            f"timeouts: tool={_fmt(t)}s expert={_fmt(self.expert)}s kimi={_fmt(self.kimi)}s "
+            f"glm={_fmt(self.glm)}s server_deadline={self.server_deadline}s "
+            f"({self.server_deadline / t:.2f}x) client_minimum={self.client_minimum}s "
+            f"({self.client_minimum / t:.2f}x)"
+            + (
+                f" client_configured={_fmt(self.client_configured)}s"
+                if self.client_configured
+                else ""
+            )
+        )
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        return {
+            "tool_secs": self.tool,
+            "expert_secs": self.expert,
+            "kimi_attempt_secs": self.kimi,
+            "glm_attempt_secs": self.glm,
+            "server_deadline_secs": self.server_deadline,
+            "client_minimum_secs": self.client_minimum,
+            "client_configured_secs": self.client_configured,
+        }
+
+
+def _fmt(value: float) -> str:
+    return f"{value:g}"
+
+
+def load_settings(env_file: str | None = None) -> Settings:
+    """Read and validate every setting; raise ConfigError naming each bad variable.
+
+    Real environment variables win over the `.env` file (`EXAI_ENV_FILE`, default `.env`).
+    """
+    env_file = env_file or os.environ.get("EXAI_ENV_FILE")
+    if env_file and not Path(env_file).is_file():
+        raise ConfigError(f"EXAI_ENV_FILE={env_file} does not name a readable file")
+    try:
+        settings = Settings(_env_file=env_file or ".env")  # type: ignore[call-arg]
+    except ValidationError as exc:
+        raise ConfigError("invalid settings:\n" + _describe_validation(exc)) from None
+    problems = settings.timeouts().problems()
+    if problems:
+        raise ConfigError("invalid timeout hierarchy:\n" + "\n".join(f"  - {p}" for p in problems))
+    return settings
+
+
+def _describe_validation(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        name = str(err["loc"][0]) if err["loc"] else "?"
+        lines.append(f"  - {_variable_for(name)}={err.get('input')!r}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def _variable_for(name: str) -> str:
+    """The variable a user sets for a field (errors may carry the field or alias name)."""
+    field = Settings.model_fields.get(name)
+    alias = field.validation_alias if field else None
+    if isinstance(alias, AliasChoices) and alias.choices:
+        return str(alias.choices[0])
+    return name

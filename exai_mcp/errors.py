@@ -1,0 +1,117 @@
+"""Every failure a user of exai-mcp can see, in one tree.
+
+    ExaiError                  base: its message is what the assistant reads
+    ├── ConfigError            settings are missing or inconsistent (exit 2 at start-up)
+    ├── InputError             a tool argument is wrong: names the field and what is allowed
+    │   ├── FileAccessError    a path is outside the roots, secret, missing, binary or too big
+    │   └── ThreadError        a continuation_id is unknown, expired or full
+    ├── BusyError              no concurrency permit could be had before the deadline
+    ├── DeadlineExceeded       the request's time budget ran out
+    └── ProviderError          a model provider failed (translated at the provider boundary)
+        ├── AuthRejected       the API key was refused (names the variable, never the key)
+        ├── RateLimited        HTTP 429, with the provider's Retry-After when given
+        ├── ProviderUnavailable  HTTP 5xx, or the circuit breaker is open
+        ├── BadRequest         HTTP 400/404/422: the request itself is wrong; never retried
+        ├── ProviderTimeout    one attempt took longer than its timeout
+        └── Unreachable        the base URL could not be connected to (names the URL)
+
+Provider SDK exceptions never travel past `exai_mcp.providers`; tools and middleware only
+see these classes. `user_message` turns any exception into the text the client sees.
+"""
+
+from __future__ import annotations
+
+
+class ExaiError(Exception):
+    """Base class: the message is written for the assistant and is safe to show."""
+
+    kind = "error"
+
+
+class ConfigError(ExaiError):
+    kind = "config"
+
+
+class InputError(ExaiError):
+    kind = "input"
+
+
+class FileAccessError(InputError):
+    kind = "file_access"
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class ThreadError(InputError):
+    kind = "thread"
+
+
+class BusyError(ExaiError):
+    kind = "busy"
+
+
+class DeadlineExceeded(ExaiError):
+    kind = "deadline"
+
+
+class ProviderError(ExaiError):
+    """A provider failed. `retryable` tells the retry layer whether another attempt may help."""
+
+    kind = "provider"
+    retryable = False
+
+    def __init__(self, message: str, *, provider: str = "", model: str = "") -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.model = model
+
+
+class AuthRejected(ProviderError):
+    kind = "auth"
+
+
+class RateLimited(ProviderError):
+    kind = "rate_limited"
+    retryable = True
+
+    def __init__(
+        self, message: str, *, provider: str = "", model: str = "", retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, provider=provider, model=model)
+        self.retry_after = retry_after
+
+
+class ProviderUnavailable(ProviderError):
+    kind = "unavailable"
+    retryable = True
+
+
+class BreakerOpen(ProviderUnavailable):
+    """Raised without calling the provider: it failed too often and is cooling down."""
+
+    kind = "breaker_open"
+    retryable = False
+
+
+class BadRequest(ProviderError):
+    kind = "bad_request"
+
+
+class ProviderTimeout(ProviderError):
+    kind = "timeout"
+    retryable = True
+
+
+class Unreachable(ProviderError):
+    kind = "unreachable"
+    retryable = True
+
+
+def user_message(exc: BaseException) -> str:
+    """The one text a client sees for a failure: ours verbatim, anything else generic."""
+    if isinstance(exc, ExaiError):
+        return str(exc)
+    return f"internal error ({type(exc).__name__}); the server log on stderr has the details"

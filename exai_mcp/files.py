@@ -1,0 +1,360 @@
+"""Which files a tool may read, and how they are shown to a model.
+
+The `analyze` tool (its `files` argument) and the `workflow` tool (`relevant_files`) send file
+contents to a third-party model, so every path goes through `FileAccessPolicy.check` first.
+
+Allowed: an absolute path to an existing regular text file that, after resolving symlinks and
+`..`, lies inside one of the allowed roots (EXAI_ALLOWED_ROOTS; by default the user's home and
+the working directory) and is at most EXAI_MAX_FILE_BYTES (1 MiB by default).
+
+Refused, each with a reason naming the rule and what is allowed:
+
+- a relative path (the server's working directory is not the assistant's);
+- a path that does not exist, or is not a regular file (directory, device, fifo, socket);
+- a path outside the allowed roots once symlinks and `..` are resolved, so a link inside a
+  root cannot smuggle out a file from elsewhere;
+- a secret location, because credentials must never leave the machine by accident:
+  any path component `.ssh`, `.gnupg`, `.aws`, `.azure`, `.kube`, `.docker` or
+  `.config/gcloud`; files named `.env` or `.env.*` (except `.env.example`, `.env.sample`,
+  `.env.template`), `.netrc`, `.pgpass`, `.npmrc`, `.pypirc`; private keys `id_rsa`,
+  `id_ed25519`, `id_ecdsa`, `id_dsa` (also with a `_name`/`-name` suffix; the `.pub` halves
+  are allowed); `*.pem`, `*.key`, `*.p12`, `*.pfx`; `credentials*.json`.
+  The only override is a root that explicitly names the secret location: a root that is, or
+  lies inside, the matched directory (e.g. EXAI_ALLOWED_ROOTS=~/.ssh) or, for a file-name
+  rule, a root that is that very file. A broad root such as the home directory never does;
+- a file larger than the limit (checked again when it is read, since files grow);
+- a file that cannot be read (permission denied);
+- a binary file: a NUL byte in the first 8 KiB, or more than 30% of its bytes not valid UTF-8.
+
+Text is decoded as UTF-8 with undecodable bytes replaced (U+FFFD), so odd encodings such as
+Latin-1 never raise. Files are rendered with 1-based line numbers (see `number_lines`) between
+BEGIN/END markers, and `FileAccessPolicy.embed` fits whole files into a token budget: a file
+that does not fit, or fails its check, is listed with the reason in a note at the end of the
+text, never silently dropped and never cut mid-file.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import math
+import os
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import anyio.to_thread
+
+from exai_mcp.errors import FileAccessError
+
+__all__ = [
+    "DEFAULT_MAX_FILE_BYTES",
+    "EmbeddedFiles",
+    "FileAccessPolicy",
+    "estimate_tokens",
+    "number_lines",
+    "render_file",
+]
+
+DEFAULT_MAX_FILE_BYTES = 1 << 20
+"""1 MiB: the default for EXAI_MAX_FILE_BYTES."""
+
+_SNIFF_BYTES = 8192
+_BINARY_UNDECODABLE_RATIO = 0.30
+
+_SECRET_DIRS = frozenset({".ssh", ".gnupg", ".aws", ".azure", ".kube", ".docker"})
+_SECRET_DIR_PAIRS = ((".config", "gcloud"),)
+_SECRET_NAMES = frozenset({".netrc", ".pgpass", ".npmrc", ".pypirc"})
+_ENV_ALLOWED = frozenset({".env.example", ".env.sample", ".env.template"})
+_PRIVATE_KEYS = ("id_rsa", "id_ed25519", "id_ecdsa", "id_dsa")
+_SECRET_SUFFIXES = (".pem", ".key", ".p12", ".pfx")
+
+_NOTE_HEADER = "--- NOTE: these files were NOT included ---"
+
+
+# --------------------------------------------------------------------------- secret rules
+
+
+def _file_name_rule(name: str) -> str | None:
+    """The secret rule a file name matches, or None."""
+    lower = name.lower()
+    if lower == ".env" or (lower.startswith(".env.") and lower not in _ENV_ALLOWED):
+        return ".env" if lower == ".env" else ".env.*"
+    if lower in _SECRET_NAMES:
+        return lower
+    if not lower.endswith(".pub"):
+        for key in _PRIVATE_KEYS:
+            if lower == key or lower.startswith((key + "_", key + "-")):
+                return f"private key {key}"
+    for suffix in _SECRET_SUFFIXES:
+        if lower.endswith(suffix):
+            return f"*{suffix}"
+    if fnmatch.fnmatchcase(lower, "credentials*.json"):
+        return "credentials*.json"
+    return None
+
+
+def _secret_matches(path: Path) -> list[tuple[str, Path]]:
+    """Every secret rule `path` matches, each with the location it protects."""
+    parts = path.parts
+    found: list[tuple[str, Path]] = []
+    for i, part in enumerate(parts):
+        lower = part.lower()
+        if lower in _SECRET_DIRS:
+            found.append((lower, Path(*parts[: i + 1])))
+        for first, second in _SECRET_DIR_PAIRS:
+            if i > 0 and lower == second and parts[i - 1].lower() == first:
+                found.append((f"{first}/{second}", Path(*parts[: i + 1])))
+    rule = _file_name_rule(path.name)
+    if rule is not None:
+        found.append((rule, path))
+    return found
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _split_lines(text: str) -> list[str]:
+    """Lines as an editor numbers them: split on \\n, a trailing \\r dropped, no phantom last."""
+    if not text:
+        return []
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
+
+
+def number_lines(text: str) -> str:
+    """Prefix each line with its 1-based number, right-aligned, and a bar.
+
+    Format: the number right-aligned in a column at least 5 wide (wider for files of 100,000+
+    lines), then `│ ` and the line, e.g. `   12│ return x`. Empty lines get no trailing space.
+    Lines split on `\\n` only (a `\\r\\n` ending is dropped), so numbers match an editor's.
+    """
+    lines = _split_lines(text)
+    width = max(5, len(str(len(lines))))
+    return "\n".join(
+        f"{n:>{width}}│ {line}" if line else f"{n:>{width}}│" for n, line in enumerate(lines, 1)
+    )
+
+
+def estimate_tokens(text: str) -> int:
+    """A cheap token estimate for budgets: characters / 4, rounded up."""
+    return math.ceil(len(text) / 4)
+
+
+def render_file(path: Path, text: str) -> str:
+    """One file as a model sees it: BEGIN header with path and line count, numbered lines, END."""
+    count = len(_split_lines(text))
+    unit = "line" if count == 1 else "lines"
+    body = number_lines(text)
+    lines = [f"--- BEGIN FILE: {path} ({count} {unit}) ---"]
+    if body:
+        lines.append(body)
+    lines.append(f"--- END FILE: {path} ---")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- policy
+
+
+@dataclass
+class EmbeddedFiles:
+    """The result of `FileAccessPolicy.embed`.
+
+    `text` holds the rendered files (and, when anything was left out, a closing note);
+    `included` lists the resolved paths embedded; `left_out` pairs each path, as the caller
+    gave it, with the reason it is missing.
+    """
+
+    text: str
+    included: list[str] = field(default_factory=list)
+    left_out: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _looks_binary(data: bytes, *, sniff_nul: bool = True) -> bool:
+    """NUL in the first 8 KiB, or more than 30% of the bytes not valid UTF-8."""
+    if not data:
+        return False
+    if sniff_nul and b"\x00" in data[:_SNIFF_BYTES]:
+        return True
+    decoded = data.decode("utf-8", errors="surrogateescape")
+    bad = sum(1 for ch in decoded if "\udc80" <= ch <= "\udcff")
+    return bad / len(data) > _BINARY_UNDECODABLE_RATIO
+
+
+_BINARY_REASON = "looks like a binary file; only text files can be analysed"
+_PERMISSION_REASON = "cannot be read (permission denied)"
+
+
+@dataclass(frozen=True)
+class FileAccessPolicy:
+    """The allowed roots (already resolved) and the per-file size limit."""
+
+    roots: tuple[Path, ...]
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+
+    @classmethod
+    def from_roots(
+        cls, roots: Sequence[str | Path], max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    ) -> FileAccessPolicy:
+        """A policy from root paths as configured (`~` expanded, symlinks resolved)."""
+        return cls(
+            roots=tuple(Path(r).expanduser().resolve() for r in roots),
+            max_file_bytes=max_file_bytes,
+        )
+
+    # ---------------------------------------------------------------- checks
+
+    def _too_big(self, given: str, size: int) -> FileAccessError:
+        return FileAccessError(
+            given,
+            f"is {size} bytes, over the EXAI_MAX_FILE_BYTES limit of {self.max_file_bytes} bytes",
+        )
+
+    def _roots_text(self) -> str:
+        return ", ".join(str(r) for r in self.roots) or "none configured"
+
+    def _open(self, given: str, path: Path) -> BinaryIO:
+        """Open a regular file without blocking on a fifo that replaced it since `check`."""
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        except FileNotFoundError:
+            raise FileAccessError(given, "does not exist") from None
+        except PermissionError:
+            raise FileAccessError(given, _PERMISSION_REASON) from None
+        except OSError as exc:
+            raise FileAccessError(given, f"cannot be read ({exc.strerror or exc})") from None
+        handle = os.fdopen(fd, "rb")
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            handle.close()
+            raise FileAccessError(given, "is not a regular file")
+        return handle
+
+    def check(self, path: str) -> Path:
+        """The resolved path if a tool may read it; otherwise `FileAccessError` naming the rule.
+
+        Cheap: resolve, a `stat` and an 8 KiB read (for permission and binary sniffing).
+        """
+        given = str(path)
+        if not given or not Path(given).is_absolute():
+            raise FileAccessError(given, "must be an absolute path (got a relative one)")
+        try:
+            resolved = Path(given).resolve()
+        except (OSError, RuntimeError, ValueError):
+            raise FileAccessError(
+                given, "cannot be resolved (a symlink loop or an invalid path)"
+            ) from None
+
+        containing = [r for r in self.roots if resolved.is_relative_to(r)]
+        if not containing:
+            raise FileAccessError(
+                given,
+                f"is outside the allowed roots ({self._roots_text()}); "
+                "set EXAI_ALLOWED_ROOTS to allow it",
+            )
+        for rule, location in _secret_matches(resolved):
+            if not any(root.is_relative_to(location) for root in containing):
+                raise FileAccessError(
+                    given,
+                    f"is a secret location ({rule}) and is never sent to a model "
+                    "unless EXAI_ALLOWED_ROOTS names it explicitly",
+                )
+
+        try:
+            info = resolved.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            raise FileAccessError(given, "does not exist") from None
+        except PermissionError:
+            raise FileAccessError(given, _PERMISSION_REASON) from None
+        except OSError as exc:
+            raise FileAccessError(given, f"cannot be read ({exc.strerror or exc})") from None
+        if not stat.S_ISREG(info.st_mode):
+            raise FileAccessError(given, "is not a regular file")
+        if info.st_size > self.max_file_bytes:
+            raise self._too_big(given, info.st_size)
+
+        with self._open(given, resolved) as handle:
+            try:
+                sample = handle.read(_SNIFF_BYTES)
+            except PermissionError:
+                raise FileAccessError(given, _PERMISSION_REASON) from None
+            except OSError as exc:
+                raise FileAccessError(given, f"cannot be read ({exc.strerror or exc})") from None
+        # The sample may end mid-character; that costs at most 3 bytes of the 30% allowance.
+        if _looks_binary(sample):
+            raise FileAccessError(given, _BINARY_REASON)
+        return resolved
+
+    def read_text(self, path: Path) -> str:
+        """The file's text (UTF-8, undecodable bytes replaced); size and binary re-checked."""
+        given = str(path)
+        with self._open(given, path) as handle:
+            try:
+                data = handle.read(self.max_file_bytes + 1)
+                size = os.fstat(handle.fileno()).st_size
+            except PermissionError:
+                raise FileAccessError(given, _PERMISSION_REASON) from None
+            except OSError as exc:
+                raise FileAccessError(given, f"cannot be read ({exc.strerror or exc})") from None
+        if len(data) > self.max_file_bytes:
+            raise self._too_big(given, max(size, len(data)))
+        if _looks_binary(data):
+            raise FileAccessError(given, _BINARY_REASON)
+        return data.decode("utf-8", errors="replace")
+
+    # ---------------------------------------------------------------- embedding
+
+    def embed(self, paths: Sequence[str], token_budget: int) -> EmbeddedFiles:
+        """Check, read and render `paths` in order, each whole, within `token_budget` tokens.
+
+        Paths naming the same file after resolving are embedded once. A file that fails its
+        check or read, or does not fit in what is left of the budget, goes to `left_out` with
+        the reason, and a note listing those files ends `text`. A later, smaller file may still
+        fit after a larger one was left out. The note itself is not charged to the budget.
+        """
+        blocks: list[str] = []
+        result = EmbeddedFiles(text="")
+        seen: set[Path] = set()
+        seen_given: set[str] = set()
+        remaining = token_budget
+        for given in paths:
+            given = str(given)
+            if given in seen_given:
+                continue
+            seen_given.add(given)
+            try:
+                resolved = self.check(given)
+                if resolved in seen:
+                    continue
+                seen.add(resolved)
+                block = render_file(resolved, self.read_text(resolved))
+            except FileAccessError as exc:
+                result.left_out.append((given, exc.reason))
+                continue
+            cost = estimate_tokens(block + "\n\n" if blocks else block)
+            if cost > remaining:
+                result.left_out.append(
+                    (
+                        given,
+                        f"over the token budget (needs ~{cost} tokens, {max(remaining, 0)} left)",
+                    )
+                )
+                continue
+            remaining -= cost
+            blocks.append(block)
+            result.included.append(str(resolved))
+
+        if result.left_out:
+            note = [_NOTE_HEADER]
+            note.extend(f"- {p}: {reason}" for p, reason in result.left_out)
+            blocks.append("\n".join(note))
+        result.text = "\n\n".join(blocks)
+        return result
+
+    async def embed_async(self, paths: Sequence[str], token_budget: int) -> EmbeddedFiles:
+        """`embed` in a worker thread, since file reads are blocking I/O."""
+        call = functools.partial(self.embed, tuple(paths), token_budget)
+        return await anyio.to_thread.run_sync(call)

@@ -1,0 +1,1 @@
+"""The layers every tool call passes through; `pipeline` shows their order."""

@@ -1,0 +1,65 @@
+"""Successful results kept in memory for a while, so a client's retry costs nothing.
+
+    cache = ResultCache(max_entries=256, ttl=600)
+    hit = cache.get(key)          # None on a miss; counts hits and misses
+    cache.put(key, result)
+
+Built on `cachetools.TTLCache`: entries expire after `ttl` seconds and, when full, the least
+recently used one is evicted. Only successful results are ever stored; `0` for either bound
+disables the cache.
+"""
+
+from __future__ import annotations
+
+from typing import Generic, TypeVar
+
+from cachetools import TTLCache
+
+T = TypeVar("T")
+
+
+class ResultCache(Generic[T]):
+    __slots__ = ("_store", "hits", "max_entries", "misses", "ttl")
+
+    def __init__(self, *, max_entries: int, ttl: float) -> None:
+        self.max_entries = max_entries
+        self.ttl = ttl
+        self.hits = 0
+        self.misses = 0
+        self._store: TTLCache[str, T] | None = (
+            TTLCache(maxsize=max_entries, ttl=ttl) if max_entries > 0 and ttl > 0 else None
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return self._store is not None
+
+    def get(self, key: str) -> T | None:
+        if self._store is None:
+            return None
+        value = self._store.get(key)
+        if value is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return value
+
+    def put(self, key: str, value: T) -> None:
+        if self._store is not None:
+            self._store[key] = value
+
+    def __len__(self) -> int:
+        if self._store is None:
+            return 0
+        self._store.expire()
+        return len(self._store)
+
+    def stats(self) -> dict[str, int | float | bool]:
+        return {
+            "enabled": self.enabled,
+            "entries": len(self),
+            "max_entries": self.max_entries,
+            "ttl_secs": self.ttl,
+            "hits": self.hits,
+            "misses": self.misses,
+        }

@@ -1,0 +1,78 @@
+"""Progress notifications for one request: the latest news now, and a heartbeat between.
+
+    reporter = ProgressReporter(send=session.report_progress, interval=5)
+    async with reporter.running():
+        reporter.update("calling kimi:kimi-k2")      # cheap and synchronous: no awaiting
+        ...
+    # nothing is sent after the block exits
+
+A client that resets its timeout on progress never gives up on a call that is still working:
+the last message is re-sent at least every `interval` seconds. Updates arriving in a burst
+(tokens streaming in) are coalesced so a fast stream cannot flood the client.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import anyio
+
+log = logging.getLogger(__name__)
+
+SendProgress = Callable[[float, float | None, str | None], Awaitable[None]]
+MIN_SPACING = 0.25  # seconds between two notifications of one request
+
+
+class ProgressReporter:
+    __slots__ = ("_changed", "_count", "_message", "_send", "interval")
+
+    def __init__(self, send: SendProgress | None, interval: float) -> None:
+        self._send = send
+        self.interval = interval
+        self._message = "started"
+        self._count = 0
+        self._changed = anyio.Event()
+
+    def update(self, message: str) -> None:
+        self._message = message
+        self._changed.set()
+
+    @property
+    def message(self) -> str:
+        return self._message
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[ProgressReporter]:
+        if self._send is None:
+            yield self
+            return
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._run)
+                try:
+                    yield self
+                finally:
+                    tg.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # The ticker never raises, so the group holds the body's own error: pass it on
+            # as it was raised, so callers can catch ExaiError and friends directly.
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
+
+    async def _run(self) -> None:
+        while True:
+            with anyio.move_on_after(self.interval):
+                await self._changed.wait()
+            self._changed = anyio.Event()
+            self._count += 1
+            try:
+                assert self._send is not None
+                await self._send(self._count, None, self._message)
+            except anyio.get_cancelled_exc_class():
+                raise
+            except Exception as exc:  # a client gone away must not fail the call
+                log.debug("progress notification not sent: %s", exc)
+            await anyio.sleep(MIN_SPACING)

@@ -1,0 +1,113 @@
+"""Retries with tenacity, bounded by the request's deadline, and a timeout on every attempt.
+
+    policy = RetryPolicy(max_attempts=3)
+    result = await call_with_retries(attempt, policy=policy, deadline=deadline,
+                                     attempt_timeout=60, on_retry=report)
+
+`attempt(timeout)` is awaited at most `max_attempts` times. Retried: rate limits (waiting at least
+the provider's Retry-After), 5xx, attempt timeouts and connection errors, with exponential
+backoff and jitter. Never retried: 4xx, validation errors, cancellation. No attempt, and no
+backoff sleep, starts unless it can finish within the deadline: when the time left cannot fit
+another try, the call ends with `DeadlineExceeded` naming the last error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import anyio
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_any,
+    wait_exponential_jitter,
+)
+
+from exai_mcp.errors import DeadlineExceeded, ProviderError, ProviderTimeout, RateLimited
+from exai_mcp.middleware.deadline import Deadline
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_attempts: int = 3
+    initial_delay: float = 0.5
+    max_delay: float = 8.0
+    jitter: float = 0.5
+    min_attempt: float = 1.0
+    """The shortest time worth giving a retry; less left than this plus the backoff: stop."""
+
+
+def is_retryable(exc: BaseException) -> bool:
+    # Called with CancelledError too (tenacity catches BaseException): it must say no.
+    return isinstance(exc, ProviderError) and exc.retryable
+
+
+async def call_with_retries(
+    attempt: Callable[[float], Awaitable[T]],
+    *,
+    policy: RetryPolicy,
+    deadline: Deadline,
+    attempt_timeout: float,
+    on_retry: Callable[[int, BaseException, float], None] | None = None,
+    what: str = "the provider",
+) -> T:
+    backoff = wait_exponential_jitter(
+        initial=policy.initial_delay, max=policy.max_delay, jitter=policy.jitter
+    )
+    out_of_time = False
+
+    def wait(state: RetryCallState) -> float:
+        delay = backoff(state)
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, RateLimited) and exc.retry_after is not None:
+            delay = max(delay, exc.retry_after)
+        return delay
+
+    def budget_exhausted(state: RetryCallState) -> bool:
+        nonlocal out_of_time
+        # tenacity computes the wait before asking stop, so the coming sleep is known here.
+        out_of_time = state.upcoming_sleep + policy.min_attempt > deadline.remaining()
+        return out_of_time
+
+    def before_sleep(state: RetryCallState) -> None:
+        if on_retry is not None and state.outcome is not None:
+            on_retry(state.attempt_number, state.outcome.exception(), state.upcoming_sleep)
+
+    retrying = AsyncRetrying(
+        stop=stop_any(stop_after_attempt(policy.max_attempts), budget_exhausted),
+        wait=wait,
+        retry=retry_if_exception(is_retryable),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    try:
+        async for try_ in retrying:
+            with try_:
+                return await _one_attempt(attempt, attempt_timeout, deadline, what)
+    except ProviderError as exc:
+        if out_of_time and is_retryable(exc):
+            raise DeadlineExceeded(
+                f"gave up with {deadline.remaining():.1f} s of the request's budget left, too "
+                f"little for another attempt; last error: {exc}"
+            ) from exc
+        raise
+    raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
+
+
+async def _one_attempt(
+    attempt: Callable[[float], Awaitable[T]], attempt_timeout: float, deadline: Deadline, what: str
+) -> T:
+    timeout = min(attempt_timeout, deadline.remaining())
+    if timeout <= 0:
+        raise DeadlineExceeded("the request's budget ran out before the provider could be called")
+    with anyio.move_on_after(timeout) as scope:
+        return await attempt(timeout)
+    if scope.cancelled_caught:
+        raise ProviderTimeout(f"{what} did not finish within {timeout:.1f} s")
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -1,0 +1,147 @@
+"""Identical concurrent calls run once; every waiter gets the same result or the same error.
+
+    flights = SingleFlight(task_group, grace=10)
+    result = await flights.run(key, work, deadline=deadline, progress=reporter)
+
+The shared execution belongs to no single caller: it runs in the server's task group, and each
+caller only waits for it. A cancelled waiter just leaves. When the last waiter has left, the
+execution goes on for `grace` seconds so that an identical call arriving then (a client retrying
+after its own timeout) joins it instead of paying for a second provider call; when the grace
+period ends with nobody waiting, the execution is cancelled, which aborts its provider request.
+`grace=0` cancels at once. The entry is removed on every exit path: success, error, deadline,
+cancellation and grace expiry. Errors are handed to the waiters, never kept.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+import anyio
+from anyio.abc import TaskGroup
+
+from exai_mcp.errors import ExaiError
+from exai_mcp.middleware.deadline import Deadline
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+class Flight(Generic[T]):
+    """One shared execution and the callers waiting for it."""
+
+    __slots__ = (
+        "_grace_scope",
+        "deadline",
+        "done",
+        "error",
+        "key",
+        "listeners",
+        "result",
+        "scope",
+        "waiters",
+    )
+
+    def __init__(self, key: str, deadline: Deadline) -> None:
+        self.key = key
+        self.deadline = deadline
+        self.done = anyio.Event()
+        self.scope = anyio.CancelScope()
+        self.waiters = 0
+        self.listeners: list[Callable[[str], None]] = []
+        self.result: T | None = None
+        self.error: BaseException | None = None
+        self._grace_scope: anyio.CancelScope | None = None
+
+    def report(self, message: str) -> None:
+        """Progress from the execution, fanned out to every waiter's own progress token."""
+        for listener in list(self.listeners):
+            listener(message)
+
+
+class SingleFlight(Generic[T]):
+    __slots__ = ("_flights", "_tg", "coalesced", "grace", "grace_cancellations")
+
+    def __init__(self, task_group: TaskGroup, *, grace: float) -> None:
+        self._tg = task_group
+        self.grace = grace
+        self._flights: dict[str, Flight[T]] = {}
+        self.coalesced = 0
+        self.grace_cancellations = 0
+
+    def __len__(self) -> int:
+        return len(self._flights)
+
+    async def run(
+        self,
+        key: str,
+        work: Callable[[Flight[T]], Awaitable[T]],
+        *,
+        deadline: Deadline,
+        progress: Callable[[str], None] | None = None,
+    ) -> T:
+        flight = self._flights.get(key)
+        if flight is None:
+            flight = Flight[T](key, deadline)
+            self._flights[key] = flight
+            self._tg.start_soon(self._execute, flight, work, name=f"flight {key[:12]}")
+        else:
+            self.coalesced += 1
+            if flight._grace_scope is not None:
+                flight._grace_scope.cancel()
+        flight.waiters += 1
+        if progress is not None:
+            flight.listeners.append(progress)
+        try:
+            await flight.done.wait()
+        finally:
+            flight.waiters -= 1
+            if progress is not None:
+                flight.listeners.remove(progress)
+            if flight.waiters == 0 and not flight.done.is_set():
+                self._abandon(flight)
+        if flight.error is not None:
+            raise flight.error
+        return flight.result  # type: ignore[return-value]
+
+    async def _execute(self, flight: Flight[T], work: Callable[[Flight[T]], Awaitable[T]]) -> None:
+        try:
+            with flight.scope, flight.deadline.enforce("the shared execution"):
+                flight.result = await work(flight)
+        except ExaiError as exc:
+            flight.error = exc
+        except Exception as exc:
+            log.exception("shared execution %s failed", flight.key[:12])
+            flight.error = exc
+        finally:
+            if flight.scope.cancelled_caught and flight.error is None and flight.result is None:
+                flight.error = ExaiError("the shared execution was cancelled")
+            if self._flights.get(flight.key) is flight:
+                del self._flights[flight.key]
+            if flight._grace_scope is not None:
+                flight._grace_scope.cancel()
+            flight.done.set()
+
+    def _abandon(self, flight: Flight[T]) -> None:
+        """The last waiter left: cancel now, or after the grace period unless someone joins."""
+        if self.grace <= 0:
+            self._cancel(flight)
+        else:
+            self._tg.start_soon(self._expire_after_grace, flight)
+
+    async def _expire_after_grace(self, flight: Flight[T]) -> None:
+        with anyio.CancelScope() as scope:
+            flight._grace_scope = scope
+            await anyio.sleep(self.grace)
+            if flight.waiters == 0 and not flight.done.is_set():
+                self._cancel(flight)
+        if flight._grace_scope is scope:
+            flight._grace_scope = None
+
+    def _cancel(self, flight: Flight[T]) -> None:
+        self.grace_cancellations += 1
+        # Forget it first: a call arriving from now on starts a fresh execution.
+        if self._flights.get(flight.key) is flight:
+            del self._flights[flight.key]
+        flight.scope.cancel()

@@ -1,0 +1,1 @@
+"""Model providers: one async interface (`base.Provider`), one module per provider."""

@@ -1,0 +1,193 @@
+"""A provider reached through `openai.AsyncOpenAI` at an OpenAI-compatible endpoint.
+
+Kimi (Moonshot) and GLM (Zhipu / Z.ai) both serve the OpenAI chat-completions API, so one
+implementation serves both; their modules only set names, defaults and quirks. The SDK's own
+retries are off (`max_retries=0`): retrying belongs to `exai_mcp.middleware.retry`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import anyio
+import openai
+
+from exai_mcp.errors import (
+    AuthRejected,
+    BadRequest,
+    ProviderError,
+    ProviderTimeout,
+    ProviderUnavailable,
+    RateLimited,
+    Unreachable,
+)
+from exai_mcp.providers.base import ChatRequest, ChatResult, TokenCallback
+
+log = logging.getLogger(__name__)
+
+
+class OpenAICompatibleProvider:
+    """Streams chat completions and translates every SDK failure into `ProviderError`."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        api_key: str,
+        base_url: str,
+        key_variable: str,
+        adjust_temperature: Callable[[float], float] = lambda t: t,
+    ) -> None:
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self.key_variable = key_variable
+        self._api_key = api_key
+        self._adjust_temperature = adjust_temperature
+        self._client = openai.AsyncOpenAI(api_key=api_key, base_url=self.base_url, max_retries=0)
+
+    async def complete(
+        self, request: ChatRequest, *, timeout: float, on_tokens: TokenCallback | None = None
+    ) -> ChatResult:
+        kwargs: dict[str, object] = {}
+        if request.temperature is not None:
+            kwargs["temperature"] = self._adjust_temperature(request.temperature)
+        if request.max_tokens is not None:
+            kwargs["max_tokens"] = request.max_tokens
+        try:
+            stream = await self._client.chat.completions.create(
+                model=request.model,
+                messages=request.messages(),  # type: ignore[arg-type]
+                stream=True,
+                stream_options={"include_usage": True},
+                timeout=timeout,
+                **kwargs,  # type: ignore[arg-type]
+            )
+            try:
+                return await self._collect(stream, request.model, on_tokens)
+            finally:
+                # Shielded: a cancelled call must still close the connection, so the
+                # provider sees the disconnect and stops generating (and billing).
+                with anyio.CancelScope(shield=True):
+                    await stream.close()
+        except openai.OpenAIError as exc:
+            raise self._translate(exc, request.model) from None
+
+    async def _collect(
+        self, stream: openai.AsyncStream, model: str, on_tokens: TokenCallback | None
+    ) -> ChatResult:
+        parts: list[str] = []
+        received = 0
+        prompt_tokens = completion_tokens = 0
+        finish_reason = None
+        served_model = model
+        async for chunk in stream:
+            served_model = chunk.model or served_model
+            usage = chunk.usage
+            if usage is None and chunk.choices:
+                # Moonshot reports usage inside the last choice rather than at the top level.
+                usage = getattr(chunk.choices[0], "usage", None)
+            if usage is not None:
+                prompt_tokens = _usage_value(usage, "prompt_tokens")
+                completion_tokens = _usage_value(usage, "completion_tokens")
+            if not chunk.choices:
+                continue
+            choice = chunk.choices[0]
+            finish_reason = choice.finish_reason or finish_reason
+            if choice.delta and choice.delta.content:
+                parts.append(choice.delta.content)
+                received += 1
+                if on_tokens is not None:
+                    on_tokens(received)
+        text = "".join(parts)
+        return ChatResult(
+            text=text,
+            model=served_model,
+            provider=self.name,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens or received,
+            finish_reason=finish_reason,
+        )
+
+    async def list_models(self, *, timeout: float) -> list[str]:
+        try:
+            page = await self._client.models.list(timeout=timeout)
+            return [m.id for m in page.data]
+        except openai.OpenAIError as exc:
+            raise self._translate(exc, "") from None
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    def _translate(self, exc: openai.OpenAIError, model: str) -> ProviderError:
+        """Map an SDK exception to our tree; the key is scrubbed from every message."""
+        who = f"{self.name} ({self.base_url})"
+        ctx = {"provider": self.name, "model": model}
+        if isinstance(exc, openai.APITimeoutError):  # before APIConnectionError: it subclasses it
+            return ProviderTimeout(f"{who} did not answer in time for model {model}", **ctx)
+        if isinstance(exc, openai.APIConnectionError):
+            return Unreachable(
+                f"cannot connect to {self.name} at {self.base_url}: {self._scrub(str(exc.__cause__ or exc))}. "
+                f"Check the base URL ({self.name.upper()}_BASE_URL) and the network.",
+                **ctx,
+            )
+        if isinstance(exc, openai.APIStatusError):
+            status = exc.status_code
+            detail = self._scrub(_error_detail(exc))
+            if status in (401, 403):
+                return AuthRejected(
+                    f"{self.name} rejected the API key in {self.key_variable} (HTTP {status}: "
+                    f"{detail}). Check that the key is valid for {self.base_url}.",
+                    **ctx,
+                )
+            if status == 429:
+                retry_after = _retry_after(exc.response.headers)
+                hint = f"; the provider asks to wait {retry_after:g} s" if retry_after else ""
+                return RateLimited(
+                    f"{who} is rate limiting requests (HTTP 429: {detail}){hint}",
+                    retry_after=retry_after,
+                    **ctx,
+                )
+            if status >= 500:
+                return ProviderUnavailable(f"{who} failed with HTTP {status}: {detail}", **ctx)
+            if status == 404:
+                return BadRequest(
+                    f"{who} answered HTTP 404 for model {model!r}: {detail}. The model id may "
+                    "be retired or the base URL wrong.",
+                    **ctx,
+                )
+            return BadRequest(f"{who} refused the request (HTTP {status}): {detail}", **ctx)
+        return ProviderError(f"{who} failed: {self._scrub(str(exc))}", **ctx)
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._api_key, "***") if self._api_key else text
+
+
+def _error_detail(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        message = body.get("message") or body.get("error")
+        if isinstance(message, dict):
+            message = message.get("message")
+        if message:
+            return str(message)[:500]
+    return exc.message[:500]
+
+
+def _retry_after(headers: object) -> float | None:
+    get = getattr(headers, "get", None)
+    if get is None:
+        return None
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        raw = get(name)
+        if raw:
+            try:
+                return max(0.0, float(raw) * scale)
+            except ValueError:
+                return None  # an HTTP date: rare from these providers; fall back to backoff
+    return None
+
+
+def _usage_value(usage: object, name: str) -> int:
+    value = usage.get(name) if isinstance(usage, dict) else getattr(usage, name, 0)
+    return int(value or 0)

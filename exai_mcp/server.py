@@ -1,0 +1,233 @@
+"""Assembles the exai-mcp server: services, the pipeline, and the tools it exposes.
+
+Read top to bottom, this is the request's journey: `tools/call` arrives, its arguments are
+validated against the tool's pydantic input model, the tool prepares the call, and the
+pipeline (middleware/pipeline.py) runs it down to the provider. Every failure comes back as an
+`isError` result whose text the assistant can act on; nothing a client sends crashes the server.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+from anyio.abc import TaskGroup
+from mcp.server import Server, ServerRequestContext
+from mcp_types import (
+    CallToolRequestParams,
+    CallToolResult,
+    ListToolsResult,
+    PaginatedRequestParams,
+    TextContent,
+    Tool,
+)
+from pydantic import ValidationError
+
+from exai_mcp import __version__
+from exai_mcp.config import Settings
+from exai_mcp.errors import ExaiError, user_message
+from exai_mcp.files import FileAccessPolicy
+from exai_mcp.middleware.breaker import CircuitBreaker
+from exai_mcp.middleware.cache import ResultCache
+from exai_mcp.middleware.deadline import Deadline
+from exai_mcp.middleware.gateway import ProviderGateway
+from exai_mcp.middleware.health import HealthMonitor
+from exai_mcp.middleware.limits import TrackedLimiter
+from exai_mcp.middleware.pipeline import Pipeline
+from exai_mcp.middleware.retry import RetryPolicy
+from exai_mcp.middleware.singleflight import SingleFlight
+from exai_mcp.providers.base import Provider
+from exai_mcp.providers.catalog import ModelCatalog
+from exai_mcp.providers.glm import create_glm
+from exai_mcp.providers.kimi import create_kimi
+from exai_mcp.services import Services
+from exai_mcp.store.threads import ThreadStore, default_db_path
+from exai_mcp.tools import analyze, status
+from exai_mcp.tools.base import ToolSpec
+
+log = logging.getLogger("exai_mcp")
+
+TOOLS: tuple[ToolSpec, ...] = (analyze.TOOL, status.TOOL)
+
+INSTRUCTIONS = (
+    "exai-mcp gives you a second opinion from expert models (Kimi by Moonshot, GLM by Zhipu). "
+    "Use `analyze` for one expert look at a question, text or files (absolute paths). "
+    "Use `status` to see whether the server is healthy. Calls can take a while; the server "
+    "sends progress while the model works. Answers are a second opinion: verify them."
+)
+
+
+def create_providers(settings: Settings) -> dict[str, Provider]:
+    """The configured providers, in preference order for model=auto."""
+    providers: dict[str, Provider] = {}
+    if settings.kimi_api_key:
+        providers["kimi"] = create_kimi(
+            api_key=settings.kimi_api_key.get_secret_value(), base_url=settings.kimi_base_url
+        )
+    if settings.glm_api_key:
+        providers["glm"] = create_glm(
+            api_key=settings.glm_api_key.get_secret_value(), base_url=settings.glm_base_url
+        )
+    return providers
+
+
+def build_services(settings: Settings, task_group: TaskGroup) -> Services:
+    timeouts = settings.timeouts()
+    providers = create_providers(settings)
+    provider_limits = {"kimi": settings.kimi_max_inflight, "glm": settings.glm_max_inflight}
+    limits = {name: TrackedLimiter(name, provider_limits[name]) for name in providers}
+    global_limit = TrackedLimiter("global", settings.max_inflight)
+    gateway = ProviderGateway(
+        providers,
+        limits=limits,
+        breakers={
+            name: CircuitBreaker(
+                name, failures=settings.breaker_failures, cooldown=settings.breaker_cooldown
+            )
+            for name in providers
+        },
+        attempt_timeouts={"kimi": timeouts.kimi, "glm": timeouts.glm},
+        policy=RetryPolicy(max_attempts=settings.max_attempts),
+    )
+    defaults = {"kimi": settings.kimi_default_model, "glm": settings.glm_default_model}
+    pipeline = Pipeline(
+        server_deadline=timeouts.server_deadline,
+        cache=ResultCache(max_entries=settings.cache_max_entries, ttl=settings.cache_ttl),
+        flights=SingleFlight(task_group, grace=settings.cancel_grace),
+        global_limit=global_limit,
+        progress_interval=settings.progress_interval,
+    )
+    return Services(
+        settings=settings,
+        timeouts=timeouts,
+        catalog=ModelCatalog({p: defaults[p] for p in providers}, settings.default_model),
+        gateway=gateway,
+        files=FileAccessPolicy.from_roots(settings.effective_roots(), settings.max_file_bytes),
+        store=ThreadStore(
+            settings.state_db or default_db_path(),
+            ttl_hours=settings.thread_ttl_hours,
+            max_turns=settings.max_thread_turns,
+        ),
+        pipeline=pipeline,
+        health=HealthMonitor(
+            [global_limit, *limits.values()],
+            stuck_after=timeouts.server_deadline,
+            interval=settings.health_interval,
+        ),
+    )
+
+
+def tool_definition(spec: ToolSpec) -> Tool:
+    return Tool(
+        name=spec.name,
+        title=spec.title,
+        description=spec.description,
+        input_schema=spec.input_model.model_json_schema(),
+        output_schema=spec.output_model.model_json_schema(),
+        annotations=spec.annotations,
+    )
+
+
+def describe_validation_error(tool: str, exc: ValidationError) -> str:
+    """Name each bad field, what is wrong with its value, and what is allowed."""
+    lines = [f"invalid arguments for {tool}:"]
+    for err in exc.errors():
+        field = ".".join(str(part) for part in err["loc"]) or "(arguments)"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"- {field}: unknown field")
+            continue
+        got = err.get("input")
+        shown = repr(got) if not isinstance(got, dict) else "an object"
+        message = err["msg"].removeprefix("Value error, ")
+        lines.append(f"- {field}: {message} (got {shown[:80]})")
+    return "\n".join(lines)
+
+
+def error_result(message: str) -> CallToolResult:
+    return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
+
+
+def build_server(settings: Settings) -> Server[Services]:
+    tools = {spec.name: spec for spec in TOOLS}
+    definitions = [tool_definition(spec) for spec in TOOLS]
+    timeouts = settings.timeouts()
+
+    @asynccontextmanager
+    async def lifespan(_server: Server[Services]) -> AsyncIterator[Services]:
+        async with anyio.create_task_group() as tg:
+            services = build_services(settings, tg)
+            configured = ", ".join(services.gateway.providers) or "none (tool calls will explain)"
+            log.info("exai-mcp %s ready; providers: %s", __version__, configured)
+            tg.start_soon(services.health.run)
+            try:
+                yield services
+            finally:
+                tg.cancel_scope.cancel()
+                with anyio.CancelScope(shield=True):
+                    for provider in services.gateway.providers.values():
+                        await provider.aclose()
+                services.store.close()
+
+    async def list_tools(
+        _ctx: ServerRequestContext[Services], _params: PaginatedRequestParams | None
+    ) -> ListToolsResult:
+        return ListToolsResult(tools=definitions)
+
+    async def call_tool(
+        ctx: ServerRequestContext[Services], params: CallToolRequestParams
+    ) -> CallToolResult:
+        deadline = Deadline.after(timeouts.server_deadline)  # counted from arrival
+        spec = tools.get(params.name)
+        if spec is None:
+            return error_result(f"unknown tool {params.name!r}; available: {', '.join(tools)}")
+        try:
+            args = spec.input_model.model_validate(params.arguments or {})
+        except ValidationError as exc:
+            return error_result(describe_validation_error(spec.name, exc))
+        services = ctx.lifespan_context
+        try:
+            if spec.direct is not None:
+                output = await spec.direct(args, services)
+            else:
+                assert spec.prepare is not None
+                prepare = spec.prepare
+                output = await services.pipeline.run(
+                    spec.name,
+                    str(ctx.request_id),
+                    lambda call: prepare(args, services, call),
+                    send_progress=ctx.session.report_progress,
+                    deadline=deadline,
+                )
+        except ExaiError as exc:
+            log.info("%s request %s failed: %s", spec.name, ctx.request_id, exc)
+            return error_result(user_message(exc))
+        except Exception as exc:
+            log.exception("%s request %s failed unexpectedly", spec.name, ctx.request_id)
+            return error_result(user_message(exc))
+        return CallToolResult(
+            content=[TextContent(type="text", text=output.to_text())],
+            structured_content=output.model_dump(mode="json"),
+        )
+
+    return Server(
+        "exai-mcp",
+        version=__version__,
+        title="exai-mcp: expert second opinions",
+        instructions=INSTRUCTIONS,
+        lifespan=lifespan,
+        on_list_tools=list_tools,
+        on_call_tool=call_tool,
+    )
+
+
+async def serve_stdio(settings: Settings) -> None:
+    from mcp.server.stdio import stdio_server
+
+    server = build_server(settings)
+    async with stdio_server() as (read_stream, write_stream):
+        await server.run(read_stream, write_stream, server.create_initialization_options())
+
+
+__all__ = ["TOOLS", "build_server", "serve_stdio"]

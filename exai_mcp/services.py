@@ -1,0 +1,25 @@
+"""The long-lived objects a tool may use, built once per server run by `server.py`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from exai_mcp.config import Settings, Timeouts
+from exai_mcp.files import FileAccessPolicy
+from exai_mcp.middleware.gateway import ProviderGateway
+from exai_mcp.middleware.health import HealthMonitor
+from exai_mcp.middleware.pipeline import Pipeline
+from exai_mcp.providers.catalog import ModelCatalog
+from exai_mcp.store.threads import ThreadStore
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    settings: Settings
+    timeouts: Timeouts
+    catalog: ModelCatalog
+    gateway: ProviderGateway
+    files: FileAccessPolicy
+    store: ThreadStore
+    pipeline: Pipeline
+    health: HealthMonitor

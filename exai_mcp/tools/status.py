@@ -1,0 +1,81 @@
+"""`status`: what the server is doing right now. Read-only; bypasses the cache and the limits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mcp_types import ToolAnnotations
+from pydantic import BaseModel, Field
+
+from exai_mcp import __version__
+from exai_mcp.services import Services
+from exai_mcp.tools.base import ToolInput, ToolOutput, ToolSpec
+
+
+class StatusInput(ToolInput):
+    pass
+
+
+class LimitState(BaseModel):
+    limit: int
+    in_use: int
+    waiting: int
+    holders: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class StatusOutput(ToolOutput):
+    version: str
+    inflight: int = Field(description="Shared executions running now.")
+    limits: dict[str, LimitState]
+    cache: dict[str, Any]
+    providers: dict[str, dict[str, Any]]
+    timeouts: dict[str, Any]
+    calls: dict[str, Any]
+    health: list[str] = Field(description="Problems the health check sees now; empty when fine.")
+
+
+async def status(_args: StatusInput, services: Services) -> StatusOutput:
+    gateway = services.gateway
+    limiters = [services.pipeline.global_limit, *gateway.limits.values()]
+    providers: dict[str, dict[str, Any]] = {}
+    for name in ("kimi", "glm"):
+        configured = name in gateway.providers
+        entry: dict[str, Any] = {"configured": configured}
+        if configured:
+            entry["base_url"] = gateway.providers[name].base_url
+            entry["breaker"] = gateway.breakers[name].stats()
+            entry.update(gateway.stats[name].snapshot())
+        providers[name] = entry
+    return StatusOutput(
+        version=__version__,
+        inflight=len(services.pipeline.flights),
+        limits={
+            lim.name: LimitState(**lim.stats(), holders=[h.describe() for h in lim.holders()])
+            for lim in limiters
+        },
+        cache=services.pipeline.cache.stats(),
+        providers=providers,
+        timeouts=services.timeouts.as_dict(),
+        calls=services.pipeline.stats(),
+        health=services.health.check(),
+    )
+
+
+TOOL = ToolSpec(
+    name="status",
+    title="Server status",
+    description=(
+        "Health of this exai-mcp server: calls in flight, concurrency limits and who holds "
+        "them, cache, provider breakers and error counts, timeouts, latency. Free; no model call."
+    ),
+    input_model=StatusInput,
+    output_model=StatusOutput,
+    annotations=ToolAnnotations(
+        title="Server status",
+        read_only_hint=True,
+        destructive_hint=False,
+        idempotent_hint=True,
+        open_world_hint=False,
+    ),
+    direct=status,
+)

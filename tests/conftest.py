@@ -1,0 +1,85 @@
+"""Shared fixtures: a clean environment, the bundled fake provider, and ways to reach the server.
+
+Provider code is exercised with the real `openai` SDK over real HTTP against
+`scripts/fake_provider.py` on 127.0.0.1; nothing leaves the machine.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_provider import FakeProvider
+from mcp import Client, StdioServerParameters
+
+from exai_mcp.config import Settings
+from exai_mcp.server import build_server
+
+SETTING_PREFIXES = ("EXAI_", "KIMI_", "GLM_", "MOONSHOT_", "ZHIPUAI_", "ZAI_", "WORKFLOW_", "EXPERT_")
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No setting from the developer's shell or a stray .env reaches a test."""
+    for name in list(os.environ):
+        if name.startswith(SETTING_PREFIXES):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    yield
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeProvider]:
+    async with FakeProvider() as provider:
+        yield provider
+
+
+def provider_env(fake: FakeProvider, tmp_path: Path, **extra: Any) -> dict[str, str]:
+    """Variables for a server that talks to the fake provider as both Kimi and GLM."""
+    env = {
+        "KIMI_API_KEY": "kimi-test-key-123",
+        "KIMI_BASE_URL": fake.base_url("/v1"),
+        "GLM_API_KEY": "glm-test-key-456",
+        "GLM_BASE_URL": fake.base_url("/api/paas/v4"),
+        "EXAI_STATE_DB": str(tmp_path / "state.sqlite3"),
+        "EXAI_ALLOWED_ROOTS": str(tmp_path),
+    }
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def settings_for(fake: FakeProvider | None, tmp_path: Path, **extra: Any) -> Settings:
+    """Settings as the server would read them from its environment."""
+    env = provider_env(fake, tmp_path, **extra) if fake else {"EXAI_STATE_DB": ":memory:", **extra}
+    mp = pytest.MonkeyPatch()
+    try:
+        for key, value in env.items():
+            mp.setenv(key, str(value))
+        return Settings()
+    finally:
+        mp.undo()
+
+
+@asynccontextmanager
+async def in_process_client(settings: Settings) -> AsyncIterator[Client]:
+    """The real server over in-memory JSON-RPC streams (legacy handshake, no subprocess)."""
+    async with Client(build_server(settings), mode="legacy") as client:
+        yield client
+
+
+def stdio_params(env: dict[str, str], *args: str) -> StdioServerParameters:
+    """Spawn `python -m exai_mcp`; the stdio client forwards only a few variables, so pass all."""
+    full_env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": os.environ.get("HOME", ""),
+        "EXAI_LOG_LEVEL": "INFO",
+        **env,
+    }
+    return StdioServerParameters(
+        command=sys.executable, args=["-m", "exai_mcp", *args], env=full_env
+    )

@@ -1,0 +1,348 @@
+"""ThreadStore: the SQLite file behind continuation_id."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from exai_mcp.errors import InputError, ThreadError
+from exai_mcp.store import SCHEMA_VERSION, Step, Thread, ThreadStore, default_db_path
+
+
+class FakeClock:
+    """A clock the test moves by hand, so expiry needs no sleeping."""
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance_hours(self, hours: float) -> None:
+        self.now += hours * 3600
+
+
+@pytest.fixture(params=["file", "memory"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ThreadStore]:
+    path = tmp_path / "threads.sqlite3" if request.param == "file" else ":memory:"
+    with ThreadStore(path) as s:
+        yield s
+
+
+def numbers(thread: Thread) -> list[int]:
+    return [s.number for s in thread.steps]
+
+
+def test_a_created_thread_is_read_back_unchanged(store: ThreadStore) -> None:
+    created = store.create("workflow", "debug")
+    got = store.get(created.id)
+    assert got == created
+    assert got.tool == "workflow"
+    assert got.kind == "debug"
+    assert got.steps == ()
+    assert got.created_at == got.updated_at
+
+
+def test_a_thread_without_kind_is_allowed(store: ThreadStore) -> None:
+    assert store.get(store.create("analyze", None).id).kind is None
+
+
+def test_recorded_steps_come_back_in_order_with_their_payloads(store: ThreadStore) -> None:
+    t = store.create("workflow", "codereview")
+    store.record_step(t.id, 1, "workflow", {"findings": "a", "files": ["x.py"]})
+    got = store.record_step(t.id, 2, "workflow", {"findings": "b", "nested": {"k": [1, 2]}})
+    assert numbers(got) == [1, 2]
+    assert got.steps[0].payload == {"findings": "a", "files": ["x.py"]}
+    assert got.steps[1].payload == {"findings": "b", "nested": {"k": [1, 2]}}
+    assert isinstance(got.steps[0], Step)
+    assert got.last_step_number == 2
+    assert store.get(t.id) == got
+
+
+def test_a_resent_step_is_stored_once_with_the_latest_payload(store: ThreadStore) -> None:
+    t = store.create("workflow", "debug")
+    store.record_step(t.id, 1, "workflow", {"try": 1})
+    store.record_step(t.id, 2, "workflow", {"try": 1})
+    got = store.record_step(t.id, 2, "workflow", {"try": 2})
+    assert numbers(got) == [1, 2]
+    assert got.steps[1].payload == {"try": 2}
+
+
+def test_backtracking_drops_the_later_steps(store: ThreadStore) -> None:
+    t = store.create("workflow", "debug")
+    for n in range(1, 6):
+        store.record_step(t.id, n, "workflow", {"n": n})
+    got = store.record_step(t.id, 3, "workflow", {"n": "3 again"})
+    assert numbers(got) == [1, 2, 3]
+    assert got.steps[2].payload == {"n": "3 again"}
+    assert numbers(store.get(t.id)) == [1, 2, 3]
+
+
+def test_skipped_step_numbers_are_allowed(store: ThreadStore) -> None:
+    t = store.create("workflow", "planner")
+    store.record_step(t.id, 1, "workflow", {})
+    assert numbers(store.record_step(t.id, 4, "workflow", {})) == [1, 4]
+
+
+def test_append_step_records_after_the_last_step(store: ThreadStore) -> None:
+    t = store.create("workflow", "debug")
+    store.record_step(t.id, 1, "workflow", {})
+    store.record_step(t.id, 3, "workflow", {})
+    got = store.append_step(t.id, "analyze", {"question": "why?"})
+    assert numbers(got) == [1, 3, 4]
+    assert got.steps[-1].tool == "analyze"
+
+
+def test_append_step_on_an_empty_thread_is_step_one(store: ThreadStore) -> None:
+    t = store.create("analyze", None)
+    assert numbers(store.append_step(t.id, "analyze", {})) == [1]
+
+
+def test_update_step_payload_replaces_only_that_payload(store: ThreadStore) -> None:
+    t = store.create("workflow", "secaudit")
+    store.record_step(t.id, 1, "workflow", {"a": 1})
+    store.record_step(t.id, 2, "workflow", {"b": 2})
+    got = store.update_step_payload(t.id, 1, {"a": 1, "expert": {"verdict": "ok"}})
+    assert numbers(got) == [1, 2]
+    assert got.steps[0].payload == {"a": 1, "expert": {"verdict": "ok"}}
+    assert got.steps[1].payload == {"b": 2}
+
+
+def test_update_step_payload_of_a_missing_step_is_refused(store: ThreadStore) -> None:
+    t = store.create("workflow", "debug")
+    with pytest.raises(ThreadError, match="no step 3"):
+        store.update_step_payload(t.id, 3, {})
+
+
+def test_an_unknown_id_is_refused_with_a_clear_message(tmp_path: Path) -> None:
+    path = tmp_path / "t.sqlite3"
+    with ThreadStore(path) as s:
+        with pytest.raises(ThreadError) as info:
+            s.get("no-such-id")
+        message = str(info.value)
+        assert "continuation_id 'no-such-id' is unknown" in message
+        assert f"EXAI_STATE_DB={path}" in message
+        assert "start a new thread without continuation_id" in message
+        with pytest.raises(ThreadError, match="is unknown"):
+            s.record_step("no-such-id", 1, "workflow", {})
+        with pytest.raises(ThreadError, match="is unknown"):
+            s.append_step("no-such-id", "analyze", {})
+
+
+def test_writing_to_an_unknown_id_never_creates_a_thread(store: ThreadStore) -> None:
+    with pytest.raises(ThreadError):
+        store.record_step("ghost", 1, "workflow", {})
+    with pytest.raises(ThreadError, match="is unknown"):
+        store.get("ghost")
+
+
+def test_a_thread_expires_after_the_ttl_without_activity() -> None:
+    clock = FakeClock()
+    with ThreadStore(":memory:", ttl_hours=24, clock=clock) as s:
+        t = s.create("workflow", "debug")
+        clock.advance_hours(24.01)
+        with pytest.raises(ThreadError) as info:
+            s.get(t.id)
+        assert "expired after EXAI_THREAD_TTL_HOURS=24 hours" in str(info.value)
+        assert "start a new thread without continuation_id" in str(info.value)
+        # Deleted lazily: asking again finds nothing at all.
+        with pytest.raises(ThreadError, match="is unknown"):
+            s.get(t.id)
+
+
+def test_each_step_restarts_the_ttl() -> None:
+    clock = FakeClock()
+    with ThreadStore(":memory:", ttl_hours=1, clock=clock) as s:
+        t = s.create("workflow", "debug")
+        for n in range(1, 5):
+            clock.advance_hours(0.9)
+            s.record_step(t.id, n, "workflow", {})
+        clock.advance_hours(0.9)
+        got = s.get(t.id)
+        assert numbers(got) == [1, 2, 3, 4]
+        assert got.updated_at > got.created_at
+
+
+def test_purge_expired_deletes_only_expired_threads() -> None:
+    clock = FakeClock()
+    with ThreadStore(":memory:", ttl_hours=1, clock=clock) as s:
+        old = s.create("workflow", "debug")
+        clock.advance_hours(0.5)
+        young = s.create("workflow", "debug")
+        clock.advance_hours(0.6)
+        assert s.purge_expired() == 1
+        assert s.get(young.id).id == young.id
+        with pytest.raises(ThreadError, match="is unknown"):
+            s.get(old.id)
+
+
+def test_create_purges_expired_threads() -> None:
+    clock = FakeClock()
+    with ThreadStore(":memory:", ttl_hours=1, clock=clock) as s:
+        old = s.create("workflow", "debug")
+        s.record_step(old.id, 1, "workflow", {})
+        clock.advance_hours(2)
+        s.create("workflow", "debug")
+        assert s.purge_expired() == 0
+        count = s._conn.execute("SELECT COUNT(*) FROM steps").fetchone()[0]
+        assert count == 0  # the steps went with their thread
+
+
+def test_a_thread_beyond_max_turns_is_refused_naming_the_variable() -> None:
+    with ThreadStore(":memory:", max_turns=3) as small:
+        t = small.create("workflow", "debug")
+        for n in range(1, 4):
+            small.record_step(t.id, n, "workflow", {})
+        with pytest.raises(ThreadError) as info:
+            small.record_step(t.id, 4, "workflow", {})
+        assert "EXAI_MAX_THREAD_TURNS=3" in str(info.value)
+        assert "start a new thread" in str(info.value)
+        with pytest.raises(ThreadError, match="EXAI_MAX_THREAD_TURNS=3"):
+            small.append_step(t.id, "analyze", {})
+        # Replacing or backtracking within the limit is still fine.
+        assert numbers(small.record_step(t.id, 3, "workflow", {"again": True})) == [1, 2, 3]
+        assert numbers(small.record_step(t.id, 2, "workflow", {})) == [1, 2]
+        assert numbers(small.get(t.id)) == [1, 2]
+
+
+def test_bad_step_arguments_are_input_errors(store: ThreadStore) -> None:
+    t = store.create("workflow", "debug")
+    with pytest.raises(InputError, match="step_number"):
+        store.record_step(t.id, 0, "workflow", {})
+    with pytest.raises(InputError, match="step_number"):
+        store.record_step(t.id, True, "workflow", {})
+    with pytest.raises(InputError, match="JSON"):
+        store.record_step(t.id, 1, "workflow", {"x": object()})
+    with pytest.raises(InputError, match="tool"):
+        store.create("", None)
+    assert store.get(t.id).steps == ()
+
+
+def test_a_thread_written_by_one_store_is_read_by_a_second_store_on_the_same_file(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "nested" / "dir" / "threads.sqlite3"
+    with ThreadStore(path) as first:
+        t = first.create("workflow", "refactor")
+        first.record_step(t.id, 1, "workflow", {"findings": "smells"})
+    assert path.exists()
+    with ThreadStore(path) as second:
+        got = second.get(t.id)
+        assert got.kind == "refactor"
+        assert got.steps[0].payload == {"findings": "smells"}
+        second.append_step(t.id, "analyze", {"q": "more"})
+    with ThreadStore(path) as third:
+        assert numbers(third.get(t.id)) == [1, 2]
+
+
+def test_wal_mode_is_on_for_files_and_the_schema_version_is_set(tmp_path: Path) -> None:
+    path = tmp_path / "threads.sqlite3"
+    with ThreadStore(path) as s:
+        assert s.journal_mode == "wal"
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    finally:
+        conn.close()
+
+
+def test_opening_the_same_file_twice_keeps_the_schema_and_data(tmp_path: Path) -> None:
+    path = tmp_path / "threads.sqlite3"
+    a = ThreadStore(path)
+    b = ThreadStore(path)
+    try:
+        t = a.create("workflow", "debug")
+        assert b.get(t.id).id == t.id
+    finally:
+        a.close()
+        b.close()
+
+
+def test_two_threads_never_see_each_others_steps(store: ThreadStore) -> None:
+    one = store.create("workflow", "debug")
+    two = store.create("workflow", "debug")
+    assert one.id != two.id
+    store.record_step(one.id, 1, "workflow", {"owner": "one"})
+    store.record_step(two.id, 1, "workflow", {"owner": "two"})
+    store.record_step(two.id, 2, "workflow", {"owner": "two"})
+    store.record_step(one.id, 1, "workflow", {"owner": "one", "retry": True})
+    assert [s.payload["owner"] for s in store.get(one.id).steps] == ["one"]
+    assert [s.payload["owner"] for s in store.get(two.id).steps] == ["two", "two"]
+
+
+def test_concurrent_appends_from_two_os_threads_and_two_stores_lose_nothing(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "threads.sqlite3"
+    stores = [ThreadStore(path, max_turns=500), ThreadStore(path, max_turns=500)]
+    shared = stores[0].create("workflow", "debug")
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def writer(store: ThreadStore, name: str) -> None:
+        try:
+            own = store.create("workflow", "debug")
+            start.wait(timeout=10)
+            for i in range(50):
+                store.append_step(shared.id, "workflow", {"writer": name, "i": i})
+                store.record_step(own.id, i + 1, "workflow", {"writer": name, "i": i})
+            got = store.get(own.id)
+            assert numbers(got) == list(range(1, 51))
+            assert all(s.payload["writer"] == name for s in got.steps)
+        except BaseException as exc:
+            errors.append(exc)
+
+    workers = [
+        threading.Thread(target=writer, args=(stores[0], "a")),
+        threading.Thread(target=writer, args=(stores[1], "b")),
+    ]
+    try:
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(timeout=60)
+        assert not any(w.is_alive() for w in workers)
+        assert errors == []
+        got = stores[0].get(shared.id)
+        assert numbers(got) == list(range(1, 101))
+        for name in ("a", "b"):
+            mine = [s.payload["i"] for s in got.steps if s.payload["writer"] == name]
+            assert mine == list(range(50))
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_one_store_shared_by_two_os_threads_loses_nothing(tmp_path: Path) -> None:
+    with ThreadStore(tmp_path / "threads.sqlite3", max_turns=500) as s:
+        t = s.create("workflow", "debug")
+
+        def writer(name: str) -> None:
+            for i in range(50):
+                s.append_step(t.id, "workflow", {"writer": name, "i": i})
+
+        workers = [threading.Thread(target=writer, args=(n,)) for n in ("a", "b")]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(timeout=60)
+        assert numbers(s.get(t.id)) == list(range(1, 101))
+
+
+def test_a_closed_store_refuses_work_and_closes_twice_quietly() -> None:
+    s = ThreadStore(":memory:")
+    s.close()
+    s.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        s.create("workflow", None)
+
+
+def test_the_default_path_is_in_the_user_data_directory() -> None:
+    path = default_db_path()
+    assert path.name == "threads.sqlite3"
+    assert "exai-mcp" in path.parts
