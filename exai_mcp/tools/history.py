@@ -6,6 +6,8 @@ other started (cross-tool continuation) without knowing the other's payload form
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 import anyio
@@ -23,9 +25,15 @@ def render_history(thread: Thread) -> str:
     return "\n\n".join(parts)
 
 
-def revision(thread: Thread) -> dict[str, Any]:
-    """What identifies the thread's current content, for the call key."""
-    return {"thread": thread.id, "steps": [(s.number, s.recorded_at) for s in thread.steps]}
+def revision(thread: Thread, *, before: int | None = None) -> dict[str, Any]:
+    """What the thread holds, for a call key: content only, so a client's retry matches.
+
+    `before` limits it to the steps numbered below it: a tool whose call records step N keys on
+    what came before N, so the retried call finds the same key.
+    """
+    steps = [s for s in thread.steps if before is None or s.number < before]
+    content = json.dumps([(s.number, s.payload.get("digest", "")) for s in steps])
+    return {"thread": thread.id, "content": hashlib.sha256(content.encode()).hexdigest()}
 
 
 async def load_thread(store: ThreadStore, thread_id: str) -> Thread:
