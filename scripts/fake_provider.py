@@ -236,23 +236,23 @@ class FakeProvider:
         """Recorded chat-completion requests only."""
         return [r for r in self.requests if r.path.endswith("/chat/completions")]
 
-    async def wait_for_requests(self, n: int, timeout: float = DEFAULT_WAIT_TIMEOUT) -> None:  # noqa: ASYNC109
+    async def wait_for_requests(self, n: int, timeout: float = DEFAULT_WAIT_TIMEOUT) -> None:
         """Wait until at least ``n`` chat requests were received in total."""
         await self._wait_until(lambda: self.chat_count >= n, timeout, f"{n} chat requests")
 
-    async def wait_for_active(self, n: int, timeout: float = DEFAULT_WAIT_TIMEOUT) -> None:  # noqa: ASYNC109
+    async def wait_for_active(self, n: int, timeout: float = DEFAULT_WAIT_TIMEOUT) -> None:
         """Wait until at least ``n`` chat requests are active at the same time."""
         await self._wait_until(lambda: self.active >= n, timeout, f"{n} active requests")
 
-    async def wait_idle(self, timeout: float = DEFAULT_WAIT_TIMEOUT) -> None:  # noqa: ASYNC109
+    async def wait_idle(self, timeout: float = DEFAULT_WAIT_TIMEOUT) -> None:
         """Wait until no chat request is active."""
         await self._wait_until(lambda: self.active == 0, timeout, "0 active requests")
 
-    async def wait_for_disconnects(self, n: int, timeout: float = DEFAULT_WAIT_TIMEOUT) -> None:  # noqa: ASYNC109
+    async def wait_for_disconnects(self, n: int, timeout: float = DEFAULT_WAIT_TIMEOUT) -> None:
         """Wait until at least ``n`` client disconnects were observed."""
         await self._wait_until(lambda: self.disconnects >= n, timeout, f"{n} disconnects")
 
-    async def _wait_until(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:  # noqa: ASYNC109
+    async def _wait_until(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
         if predicate():
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
