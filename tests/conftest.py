@@ -20,7 +20,16 @@ from mcp import Client, StdioServerParameters
 from exai_mcp.config import Settings
 from exai_mcp.server import build_server
 
-SETTING_PREFIXES = ("EXAI_", "KIMI_", "GLM_", "MOONSHOT_", "ZHIPUAI_", "ZAI_", "WORKFLOW_", "EXPERT_")
+SETTING_PREFIXES = (
+    "EXAI_",
+    "KIMI_",
+    "GLM_",
+    "MOONSHOT_",
+    "ZHIPUAI_",
+    "ZAI_",
+    "WORKFLOW_",
+    "EXPERT_",
+)
 
 
 @pytest.fixture(autouse=True)

@@ -14,8 +14,12 @@ async def test_analyze_answers_from_a_kimi_model_and_a_glm_model(
     fake: FakeProvider, tmp_path: Path
 ) -> None:
     async with Client(stdio_params(provider_env(fake, tmp_path))) as client:
-        kimi = await client.call_tool("analyze", {"text": "Is this design sound?", "model": "kimi-k2"})
-        glm = await client.call_tool("analyze", {"text": "Is this design sound?", "model": "glm-4.6"})
+        kimi = await client.call_tool(
+            "analyze", {"text": "Is this design sound?", "model": "kimi-k2"}
+        )
+        glm = await client.call_tool(
+            "analyze", {"text": "Is this design sound?", "model": "glm-4.6"}
+        )
 
     assert not kimi.is_error and not glm.is_error
     assert kimi.structured_content["provider"] == "kimi"
