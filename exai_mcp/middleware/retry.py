@@ -58,7 +58,7 @@ async def call_with_retries(
     what: str = "the provider",
 ) -> T:
     backoff = wait_exponential_jitter(
-        initial=policy.initial_delay, max=policy.max_delay, jitter=policy.jitter
+        multiplier=policy.initial_delay, max=policy.max_delay, jitter=policy.jitter
     )
     out_of_time = False
 

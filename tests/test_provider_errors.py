@@ -1,0 +1,139 @@
+"""Provider failures become errors the assistant can act on; the key never appears in them.
+
+The providers are exercised with the real `openai` SDK over real HTTP against the fake.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+from fake_provider import FakeProvider, Reply
+
+from exai_mcp.errors import (
+    AuthRejected,
+    BadRequest,
+    ProviderTimeout,
+    ProviderUnavailable,
+    RateLimited,
+    Unreachable,
+)
+from exai_mcp.middleware.deadline import Deadline
+from exai_mcp.middleware.retry import RetryPolicy, call_with_retries
+from exai_mcp.providers.base import ChatRequest
+from exai_mcp.providers.glm import clamp_temperature, create_glm
+from exai_mcp.providers.kimi import create_kimi
+from tests.conftest import in_process_client, settings_for
+
+KEY = "sk-very-secret-key-0042"
+REQUEST = ChatRequest(model="kimi-k2-0905-preview", system="be brief", user="hello")
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_rejected_key_names_the_variable_and_never_the_key(fake: FakeProvider) -> None:
+    fake.enqueue(Reply(status=401, error_message=f"Invalid key {KEY}"))
+    provider = create_kimi(api_key=KEY, base_url=fake.base_url("/v1"))
+    with pytest.raises(AuthRejected) as info:
+        await provider.complete(REQUEST, timeout=5)
+    await provider.aclose()
+    assert "KIMI_API_KEY" in str(info.value)
+    assert KEY not in str(info.value)
+
+
+async def test_rate_limit_carries_the_providers_retry_after(fake: FakeProvider) -> None:
+    fake.enqueue(Reply(status=429, retry_after=7))
+    provider = create_glm(api_key=KEY, base_url=fake.base_url("/api/paas/v4"))
+    with pytest.raises(RateLimited) as info:
+        await provider.complete(REQUEST, timeout=5)
+    await provider.aclose()
+    assert info.value.retry_after == 7
+    assert "rate limiting" in str(info.value) and "wait 7 s" in str(info.value)
+
+
+async def test_provider_5xx_is_unavailable_and_retryable(fake: FakeProvider) -> None:
+    fake.enqueue(Reply(status=503, error_message="overloaded"))
+    provider = create_kimi(api_key=KEY, base_url=fake.base_url("/v1"))
+    with pytest.raises(ProviderUnavailable) as info:
+        await provider.complete(REQUEST, timeout=5)
+    await provider.aclose()
+    assert info.value.retryable
+    assert "HTTP 503" in str(info.value) and "overloaded" in str(info.value)
+
+
+async def test_unknown_model_is_a_bad_request_that_is_not_retried(fake: FakeProvider) -> None:
+    fake.enqueue(Reply(status=404, error_message="model not found"))
+    provider = create_kimi(api_key=KEY, base_url=fake.base_url("/v1"))
+    with pytest.raises(BadRequest) as info:
+        await provider.complete(REQUEST, timeout=5)
+    await provider.aclose()
+    assert not info.value.retryable
+    assert "retired or the base URL wrong" in str(info.value)
+
+
+async def test_slow_provider_is_a_timeout(fake: FakeProvider) -> None:
+    fake.enqueue(Reply(hang=True))
+    provider = create_kimi(api_key=KEY, base_url=fake.base_url("/v1"))
+    with pytest.raises(ProviderTimeout):
+        await provider.complete(REQUEST, timeout=0.2)
+    await provider.aclose()
+
+
+async def test_unreachable_base_url_is_printed() -> None:
+    url = f"http://127.0.0.1:{closed_port()}/v1"
+    provider = create_kimi(api_key=KEY, base_url=url)
+    with pytest.raises(Unreachable) as info:
+        await provider.complete(REQUEST, timeout=2)
+    await provider.aclose()
+    assert url in str(info.value) and "KIMI_BASE_URL" in str(info.value)
+
+
+def test_glm_temperature_is_clamped_into_its_open_interval() -> None:
+    assert [clamp_temperature(t) for t in (0, 0.5, 1)] == [0.01, 0.5, 0.99]
+
+
+async def test_streamed_answer_equals_the_plain_answer_and_counts_tokens(
+    fake: FakeProvider,
+) -> None:
+    fake.answer = "one two three four five"
+    seen: list[int] = []
+    provider = create_kimi(api_key=KEY, base_url=fake.base_url("/v1"))
+    result = await provider.complete(REQUEST, timeout=5, on_tokens=seen.append)
+    await provider.aclose()
+    assert result.text == "one two three four five"
+    assert seen and seen == sorted(seen)
+    assert result.completion_tokens > 0 and result.prompt_tokens > 0
+    assert fake.chat_requests[0].body["stream"] is True
+
+
+async def test_retries_stop_at_the_first_error_that_cannot_be_helped(fake: FakeProvider) -> None:
+    fake.enqueue(Reply(status=500), Reply(status=400), Reply())
+    provider = create_kimi(api_key=KEY, base_url=fake.base_url("/v1"))
+    retried: list[int] = []
+    with pytest.raises(BadRequest):
+        await call_with_retries(
+            lambda timeout: provider.complete(REQUEST, timeout=timeout),
+            policy=RetryPolicy(max_attempts=5, initial_delay=0.01, max_delay=0.02, jitter=0),
+            deadline=Deadline.after(5),
+            attempt_timeout=2,
+            on_retry=lambda n, exc, delay: retried.append(n),
+        )
+    await provider.aclose()
+    assert fake.chat_count == 2 and retried == [1]
+
+
+async def test_the_assistant_reads_the_mapped_error_through_mcp(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    fake.enqueue(Reply(status=401))
+    settings = settings_for(fake, tmp_path, KIMI_API_KEY=KEY)
+    async with in_process_client(settings) as client:
+        result = await client.call_tool("analyze", {"text": "x", "model": "kimi-k2"})
+    assert result.is_error
+    assert "KIMI_API_KEY" in result.content[0].text and KEY not in result.content[0].text
+    assert fake.chat_count == 1  # an auth failure is never retried
