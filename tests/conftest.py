@@ -92,3 +92,31 @@ def stdio_params(env: dict[str, str], *args: str) -> StdioServerParameters:
     return StdioServerParameters(
         command=sys.executable, args=["-m", "exai_mcp", *args], env=full_env
     )
+
+
+async def read_status(client: Client) -> dict[str, Any]:
+    result = await client.call_tool("status", {})
+    assert not result.is_error, result.content
+    return result.structured_content
+
+
+async def wait_for_status(
+    client: Client, predicate: Any, *, timeout: float = 5.0
+) -> dict[str, Any]:
+    """Poll `status` (bounded in time) until predicate(status) holds; the status tool is cheap."""
+    import anyio
+
+    with anyio.fail_after(timeout):
+        while True:
+            status = await read_status(client)
+            if predicate(status):
+                return status
+            await anyio.sleep(0.01)
+
+
+def nothing_held(status: dict[str, Any]) -> bool:
+    """No shared execution, no permit in use, nobody waiting: the server is at rest."""
+    limits = status["limits"].values()
+    return status["inflight"] == 0 and all(
+        lim["in_use"] == 0 and lim["waiting"] == 0 for lim in limits
+    )

@@ -1,0 +1,108 @@
+"""Cancelled callers leave a shared execution; the provider request stops only when nobody waits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+from fake_provider import FakeProvider
+
+from tests.conftest import in_process_client, nothing_held, settings_for, wait_for_status
+
+
+async def test_one_waiter_cancelled_the_others_still_get_the_result(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    fake.hold()
+    results: list = []
+    async with in_process_client(settings_for(fake, tmp_path)) as client:
+        async with anyio.create_task_group() as tg:
+            leaver = anyio.CancelScope()
+
+            async def leaving_call() -> None:
+                with leaver:
+                    await client.call_tool("analyze", {"text": "q"})
+
+            async def staying_call() -> None:
+                results.append(await client.call_tool("analyze", {"text": "q"}))
+
+            tg.start_soon(leaving_call)
+            tg.start_soon(staying_call)
+            tg.start_soon(staying_call)
+            await fake.wait_for_requests(1)
+            await wait_for_status(client, lambda s: s["calls"]["coalesced_waiters"] == 2)
+            leaver.cancel()
+            await wait_for_status(client, lambda s: s["inflight"] == 1)
+            fake.release()
+        status = await wait_for_status(client, nothing_held)
+    assert len(results) == 2 and not any(r.is_error for r in results)
+    assert fake.chat_count == 1 and fake.disconnects == 0
+    assert status["inflight"] == 0
+
+
+async def test_all_waiters_gone_aborts_the_provider_request_after_the_grace_period(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    fake.hold()
+    settings = settings_for(fake, tmp_path, EXAI_CANCEL_GRACE_SECS=0.2)
+    async with in_process_client(settings) as client:
+        with anyio.CancelScope() as scope:
+
+            async def cancel_when_seen() -> None:
+                await fake.wait_for_requests(1)
+                scope.cancel()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(cancel_when_seen)
+                await client.call_tool("analyze", {"text": "q"})
+        # Nobody waits now; within the grace period the execution goes on.
+        assert fake.disconnects == 0
+        await fake.wait_for_disconnects(1, timeout=5)
+        status = await wait_for_status(client, nothing_held)
+    assert status["inflight"] == 0 and fake.chat_count == 1
+
+
+async def test_a_retry_within_the_grace_period_joins_the_running_execution(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    fake.hold()
+    settings = settings_for(fake, tmp_path, EXAI_CANCEL_GRACE_SECS=30)
+    async with in_process_client(settings) as client:
+        with anyio.move_on_after(5) as first:
+            async with anyio.create_task_group() as tg:
+
+                async def give_up_when_seen() -> None:
+                    await fake.wait_for_requests(1)
+                    first.cancel()
+
+                tg.start_soon(give_up_when_seen)
+                await client.call_tool("analyze", {"text": "q"})
+        # The client timed out and retries the same call: it joins, nothing is paid twice.
+        async with anyio.create_task_group() as tg:
+            retried: list = []
+
+            async def retry() -> None:
+                retried.append(await client.call_tool("analyze", {"text": "q"}))
+
+            tg.start_soon(retry)
+            await wait_for_status(client, lambda s: s["calls"]["coalesced_waiters"] == 1)
+            fake.release()
+    assert not retried[0].is_error
+    assert fake.chat_count == 1 and fake.disconnects == 0
+
+
+async def test_grace_zero_cancels_at_once(fake: FakeProvider, tmp_path: Path) -> None:
+    fake.hold()
+    settings = settings_for(fake, tmp_path, EXAI_CANCEL_GRACE_SECS=0)
+    async with in_process_client(settings) as client:
+        with anyio.CancelScope() as scope:
+
+            async def cancel_when_seen() -> None:
+                await fake.wait_for_requests(1)
+                scope.cancel()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(cancel_when_seen)
+                await client.call_tool("analyze", {"text": "q"})
+        await fake.wait_for_disconnects(1, timeout=2)
+        await wait_for_status(client, nothing_held)

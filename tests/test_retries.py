@@ -1,0 +1,61 @@
+"""Retries honour Retry-After, stop when the budget cannot fit another try, and are counted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fake_provider import FakeProvider, Reply
+
+from tests.conftest import in_process_client, read_status, settings_for
+
+
+async def test_429_with_retry_after_is_honoured(fake: FakeProvider, tmp_path: Path) -> None:
+    fake.enqueue(Reply(status=429, retry_after=0.6))
+    async with in_process_client(settings_for(fake, tmp_path)) as client:
+        result = await client.call_tool("analyze", {"text": "q"})
+        status = await read_status(client)
+    assert not result.is_error
+    first, second = fake.chat_requests
+    assert second.time - first.time >= 0.6
+    kimi = status["providers"]["kimi"]
+    assert kimi["requests"] == 2 and kimi["retries"] == 1
+    assert kimi["errors"] == {"rate_limited": 1}
+
+
+async def test_5xx_is_retried_and_then_succeeds(fake: FakeProvider, tmp_path: Path) -> None:
+    fake.enqueue(Reply(status=502))
+    async with in_process_client(settings_for(fake, tmp_path)) as client:
+        result = await client.call_tool("analyze", {"text": "q"})
+    assert not result.is_error and fake.chat_count == 2
+
+
+async def test_a_retry_after_longer_than_the_budget_ends_the_call_at_once(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    fake.enqueue(Reply(status=429, retry_after=30))
+    settings = settings_for(fake, tmp_path, WORKFLOW_TOOL_TIMEOUT_SECS=5)
+    async with in_process_client(settings) as client:
+        result = await client.call_tool("analyze", {"text": "q"})
+    assert result.is_error
+    text = result.content[0].text
+    assert "too little for another attempt" in text and "wait 30 s" in text
+    assert fake.chat_count == 1
+
+
+async def test_client_errors_are_never_retried(fake: FakeProvider, tmp_path: Path) -> None:
+    for status in (400, 401, 403, 404):
+        fake.enqueue(Reply(status=status))
+    async with in_process_client(settings_for(fake, tmp_path)) as client:
+        for i in range(4):
+            result = await client.call_tool("analyze", {"text": f"q{i}"})
+            assert result.is_error
+    assert fake.chat_count == 4
+
+
+async def test_attempts_stop_at_the_configured_maximum(fake: FakeProvider, tmp_path: Path) -> None:
+    fake.enqueue(*[Reply(status=500)] * 5)
+    settings = settings_for(fake, tmp_path, EXAI_MAX_ATTEMPTS=2)
+    async with in_process_client(settings) as client:
+        result = await client.call_tool("analyze", {"text": "q"})
+    assert result.is_error and "HTTP 500" in result.content[0].text
+    assert fake.chat_count == 2
