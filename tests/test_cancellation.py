@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import anyio
-from fake_provider import FakeProvider
+from fake_provider import FakeProvider, Reply
 
 from tests.conftest import in_process_client, nothing_held, settings_for, wait_for_status
 
@@ -106,3 +106,28 @@ async def test_grace_zero_cancels_at_once(fake: FakeProvider, tmp_path: Path) ->
                 await client.call_tool("analyze", {"text": "q"})
         await fake.wait_for_disconnects(1, timeout=2)
         await wait_for_status(client, nothing_held)
+
+
+async def test_a_cancelled_stdio_call_stops_the_provider_request_and_holds_nothing(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    from mcp import Client
+
+    from tests.conftest import provider_env, stdio_params
+
+    fake.enqueue(Reply(hang=True))
+    env = provider_env(fake, tmp_path, EXAI_CANCEL_GRACE_SECS=0)
+    async with Client(stdio_params(env)) as client:
+        with anyio.CancelScope() as scope:
+
+            async def cancel_when_seen() -> None:
+                await fake.wait_for_requests(1)
+                scope.cancel()  # the SDK sends notifications/cancelled for the request
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(cancel_when_seen)
+                await client.call_tool("analyze", {"text": "never answered"})
+        await fake.wait_for_disconnects(1, timeout=5)
+        status = await wait_for_status(client, nothing_held)
+    assert status["providers"]["kimi"]["requests"] == 1
+    assert all(not lim["holders"] for lim in status["limits"].values())

@@ -63,8 +63,10 @@ class ProgressReporter:
             raise
 
     async def _run(self) -> None:
+        spacing = min(MIN_SPACING, self.interval / 2)
+        next_beat = anyio.current_time() + self.interval
         while True:
-            with anyio.move_on_after(self.interval):
+            with anyio.move_on_at(next_beat):
                 await self._changed.wait()
             self._changed = anyio.Event()
             self._count += 1
@@ -75,4 +77,5 @@ class ProgressReporter:
                 raise
             except Exception as exc:  # a client gone away must not fail the call
                 log.debug("progress notification not sent: %s", exc)
-            await anyio.sleep(MIN_SPACING)
+            next_beat = anyio.current_time() + self.interval
+            await anyio.sleep(spacing)  # coalesce bursts, e.g. tokens streaming in

@@ -37,6 +37,7 @@ class Flight(Generic[T]):
         "done",
         "error",
         "key",
+        "last_message",
         "listeners",
         "result",
         "scope",
@@ -50,12 +51,14 @@ class Flight(Generic[T]):
         self.scope = anyio.CancelScope()
         self.waiters = 0
         self.listeners: list[Callable[[str], None]] = []
+        self.last_message: str | None = None
         self.result: T | None = None
         self.error: BaseException | None = None
         self._grace_scope: anyio.CancelScope | None = None
 
     def report(self, message: str) -> None:
         """Progress from the execution, fanned out to every waiter's own progress token."""
+        self.last_message = message
         for listener in list(self.listeners):
             listener(message)
 
@@ -93,6 +96,8 @@ class SingleFlight(Generic[T]):
         flight.waiters += 1
         if progress is not None:
             flight.listeners.append(progress)
+            if flight.last_message is not None:
+                progress(flight.last_message)  # a late joiner hears where things stand
         try:
             await flight.done.wait()
         finally:
