@@ -44,16 +44,19 @@ from exai_mcp.providers.glm import create_glm
 from exai_mcp.providers.kimi import create_kimi
 from exai_mcp.services import Services
 from exai_mcp.store.threads import ThreadStore, default_db_path
-from exai_mcp.tools import analyze, status
+from exai_mcp.tools import analyze, status, workflow
 from exai_mcp.tools.base import ToolSpec
 
 log = logging.getLogger("exai_mcp")
 
-TOOLS: tuple[ToolSpec, ...] = (analyze.TOOL, status.TOOL)
+TOOLS: tuple[ToolSpec, ...] = (analyze.TOOL, workflow.TOOL, status.TOOL)
 
 INSTRUCTIONS = (
     "exai-mcp gives you a second opinion from expert models (Kimi by Moonshot, GLM by Zhipu). "
     "Use `analyze` for one expert look at a question, text or files (absolute paths). "
+    "Use `workflow` for a multi-step investigation (debug, codereview, secaudit, refactor, "
+    "testgen, thinkdeep, planner, precommit, docgen): you do the work step by step, the server "
+    "keeps the thread, and the final step gets one expert verdict. "
     "Use `status` to see whether the server is healthy. Calls can take a while; the server "
     "sends progress while the model works. Answers are a second opinion: verify them."
 )

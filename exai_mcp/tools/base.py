@@ -20,18 +20,30 @@ from exai_mcp.middleware.context import CallContext, Prepared
 from exai_mcp.services import Services
 
 
+def compact_schema(schema: dict[str, Any]) -> None:
+    """Drop the titles pydantic derives from field names: they only repeat the names, and
+    every character of `tools/list` costs the assistant context."""
+    schema.pop("title", None)
+    for prop in schema.get("properties", {}).values():
+        prop.pop("title", None)
+
+
 class ToolInput(BaseModel):
     """Inputs reject unknown fields, so a misspelt argument is an error, not silently ignored."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=compact_schema)
 
 
 class Usage(BaseModel):
+    model_config = ConfigDict(json_schema_extra=compact_schema)
+
     prompt_tokens: int = Field(description="Tokens the provider counted in the prompt.")
     completion_tokens: int = Field(description="Tokens the provider generated.")
 
 
 class ToolOutput(BaseModel):
+    model_config = ConfigDict(json_schema_extra=compact_schema)
+
     cached: bool = Field(False, description="True when served from the result cache.")
 
     def to_text(self) -> str:

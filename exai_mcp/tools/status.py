@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from mcp_types import ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from exai_mcp import __version__
 from exai_mcp.services import Services
-from exai_mcp.tools.base import ToolInput, ToolOutput, ToolSpec
+from exai_mcp.tools.base import ToolInput, ToolOutput, ToolSpec, compact_schema
 
 
 class StatusInput(ToolInput):
@@ -17,6 +17,8 @@ class StatusInput(ToolInput):
 
 
 class LimitState(BaseModel):
+    model_config = ConfigDict(json_schema_extra=compact_schema)
+
     limit: int
     in_use: int
     waiting: int
