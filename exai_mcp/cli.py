@@ -37,6 +37,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"exai-mcp {__version__}")
     sub = p.add_subparsers(dest="command")
     sub.add_parser("serve", help="serve MCP on stdio (the default)")
+    doctor = sub.add_parser(
+        "doctor",
+        help="check the configuration and the providers, and print client set-up snippets",
+    )
+    doctor.add_argument(
+        "--timeout",
+        type=float,
+        default=5.0,
+        metavar="SECS",
+        help="seconds allowed for each provider check (default 5)",
+    )
     return p
 
 
@@ -50,7 +61,11 @@ def load_or_exit() -> Settings:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser().parse_args(argv)
+    args = parser().parse_args(argv)
+    if args.command == "doctor":
+        from exai_mcp.doctor import main as doctor
+
+        raise SystemExit(doctor(check_timeout=args.timeout))
     settings = load_or_exit()
     configure_logging(settings.log_level)
     log = logging.getLogger("exai_mcp")

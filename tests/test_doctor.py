@@ -1,0 +1,140 @@
+"""`exai-mcp doctor` as a user runs it: a subprocess with an explicit environment, against the
+fake provider serving from this test's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from fake_provider import FakeProvider
+
+DOCTOR_WAIT = 30.0  # seconds; a run takes about one second
+
+
+@dataclass
+class DoctorRun:
+    status: int
+    output: str
+
+
+async def run_doctor(env: dict[str, str], cwd: Path, *args: str) -> DoctorRun:
+    """Run `python -m exai_mcp doctor` asynchronously, so the fake keeps serving meanwhile."""
+    full_env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", ""), **env}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "exai_mcp",
+        "doctor",
+        "--timeout",
+        "5",
+        *args,
+        env=full_env,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), DOCTOR_WAIT)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode is not None
+    return DoctorRun(proc.returncode, out.decode())
+
+
+def closed_port_url() -> str:
+    """A 127.0.0.1 URL nothing listens on: bind an ephemeral port, then release it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"
+
+
+async def test_reachable_provider_passes_and_prints_snippets_with_the_client_timeout(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    env = {
+        "KIMI_API_KEY": "kimi-secret-key-123",
+        "KIMI_BASE_URL": fake.base_url("/v1"),
+        "WORKFLOW_TOOL_TIMEOUT_SECS": "60",
+    }
+    run = await run_doctor(env, tmp_path)
+
+    assert run.status == 0, run.output
+    assert "kimi-secret-key-123" not in run.output
+    assert [r.path for r in fake.requests] == ["/v1/models"]
+    assert "ok in " in run.output and "kimi-k2-0905-preview" in run.output
+    # GLM is simply not configured: reported, not an error, while Kimi works.
+    assert "not configured: set GLM_API_KEY" in run.output
+    # Client snippets carry the client minimum ceil(2.5 x 60) = 150 s.
+    assert '"mcpServers"' in run.output
+    assert "claude mcp add exai-mcp" in run.output
+    assert "MCP_TOOL_TIMEOUT=150000" in run.output
+    assert "EXAI_CLIENT_TIMEOUT_SECS=150" in run.output
+    assert "OK: exai-mcp is ready" in run.output
+
+
+async def test_unreachable_base_url_fails_naming_the_url(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    dead = closed_port_url()
+    env = {
+        "KIMI_API_KEY": "kimi-key",
+        "KIMI_BASE_URL": fake.base_url("/v1"),
+        "GLM_API_KEY": "glm-key",
+        "GLM_BASE_URL": dead,
+    }
+    run = await run_doctor(env, tmp_path)
+
+    assert run.status != 0, run.output
+    assert f"glm is unreachable at {dead}" in run.output
+    assert "GLM_BASE_URL" in run.output
+    assert "FAILED after" in run.output
+
+
+async def test_rejected_key_fails_naming_the_variable_and_never_printing_the_key(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    fake.require_key = "the-right-key"
+    env = {"KIMI_API_KEY": "wrong-secret-789", "KIMI_BASE_URL": fake.base_url("/v1")}
+    run = await run_doctor(env, tmp_path)
+
+    assert run.status != 0, run.output
+    assert "kimi rejected its key: put a valid key in KIMI_API_KEY" in run.output
+    assert "HTTP 401" in run.output
+    assert "wrong-secret-789" not in run.output
+    assert "the-right-key" not in run.output
+
+
+async def test_bad_timeout_hierarchy_fails_naming_each_variable_and_still_checks_providers(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    env = {
+        "KIMI_API_KEY": "kimi-key",
+        "KIMI_BASE_URL": fake.base_url("/v1"),
+        "WORKFLOW_TOOL_TIMEOUT_SECS": "60",
+        "KIMI_TIMEOUT_SECS": "120",
+        "EXAI_CLIENT_TIMEOUT_SECS": "30",
+    }
+    run = await run_doctor(env, tmp_path)
+
+    assert run.status != 0, run.output
+    assert "KIMI_TIMEOUT_SECS=120 is above WORKFLOW_TOOL_TIMEOUT_SECS=60" in run.output
+    assert "EXAI_CLIENT_TIMEOUT_SECS=30 is below the server deadline 90 s" in run.output
+    assert "2 problem(s) to fix" in run.output
+    assert "Traceback" not in run.output
+    assert [r.path for r in fake.requests] == ["/v1/models"]
+    assert "skipped: fix the timeout hierarchy first" in run.output
+
+
+async def test_no_provider_fails_saying_which_variable_to_set(tmp_path: Path) -> None:
+    run = await run_doctor({}, tmp_path)
+
+    assert run.status != 0, run.output
+    assert "no model provider is configured: set KIMI_API_KEY" in run.output
+    assert "GLM_API_KEY" in run.output
