@@ -51,7 +51,7 @@ class ProviderGateway:
         label = model.label
 
         def on_tokens(count: int) -> None:
-            call.report(f"{label}: {count} tokens received")
+            call.report(f"{label}: {count} token{'' if count == 1 else 's'} received")
 
         async def attempt(timeout: float) -> ChatResult:
             stats.requests += 1
