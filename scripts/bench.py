@@ -1,0 +1,443 @@
+"""Benchmark: the real exai-mcp server over stdio against the bundled fake provider.
+
+    uv run scripts/bench.py            # a table with targets and PASS/MISS (about 30 s)
+    uv run scripts/bench.py --json     # the same figures, and every sample, as JSON
+    uv run scripts/bench.py --strict   # exit status 3 when a target is missed
+
+Everything runs on 127.0.0.1; no API key is needed. The fake provider
+(`scripts/fake_provider.py`) runs in this process; each server is a subprocess spoken to with
+the `mcp` SDK's stdio client, started once, warmed up, then timed:
+
+(a) 50 distinct concurrent `analyze` calls at 200 ms provider latency: wall time (ideal 0.2 s).
+(b) 20 identical concurrent calls: how many requests the provider saw (single-flight: 1).
+(c) calls per second at 0 ms latency, sequential (1 / median call time): exai-mcp running its
+    whole pipeline and provider call (a second server with the result cache off, every call
+    distinct) against a bare `mcp` server's no-op tool (`scripts/bare_server.py`), as a ratio.
+    Two controls say where the difference goes: c1, the bare server's `relay` tool, makes the
+    same streaming `openai.AsyncOpenAI` call exai-mcp makes, with no pipeline (the provider
+    path's cost); c2, exai-mcp answering from its result cache (the pipeline without provider).
+(d) 20 concurrent calls at 500 ms: a server that blocks its event loop on a synchronous
+    `openai.OpenAI` call (`scripts/blocking_server.py`, what exai-mcp replaces) against exai-mcp.
+    The baseline runs once (it takes about 10 s); exai-mcp's figure is a median of 3.
+
+exai-mcp runs with EXAI_MAX_INFLIGHT and EXAI_KIMI_MAX_INFLIGHT raised to 64: the defaults
+(24 and 6) would queue (a)'s 50 calls in waves of 6, which is the limit doing its job, not speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from fake_provider import FakeProvider
+from mcp import Client, StdioServerParameters
+from mcp.client.stdio import stdio_client
+
+SCRIPTS = Path(__file__).resolve().parent
+TOTAL_TIMEOUT = 150.0  # seconds: the whole run, whatever happens
+CALL_TIMEOUT = 60.0  # seconds: one tool call (the blocking baseline's last call waits ~10 s)
+KIMI = "kimi-k2"
+LIMIT = 64  # EXAI_MAX_INFLIGHT and EXAI_KIMI_MAX_INFLIGHT for the benchmark
+
+A_CALLS, A_LATENCY, A_REPS, A_TARGET = 50, 0.2, 5, 0.5
+B_CALLS, B_LATENCY, B_REPS, B_TARGET = 20, 0.2, 3, 1
+C_ROUNDS, C_PER_ROUND, C_TARGET = 5, 60, 0.7
+D_CALLS, D_LATENCY, D_REPS, D_TARGET = 20, 0.5, 3, 10.0
+
+
+SETTINGS_NOTE = (
+    f"exai-mcp runs with EXAI_MAX_INFLIGHT={LIMIT} and EXAI_KIMI_MAX_INFLIGHT={LIMIT}: the "
+    "defaults (24, 6) would run (a) in waves of 6.",
+    "(a), (b), (d) and c2: result cache on (the default). (c): a second server with "
+    "EXAI_RESULT_CACHE_TTL_SECS=0, so every call runs the whole pipeline and the provider call.",
+    "(c): calls/s = 1 / median time of one call, calls made one after another on one session.",
+)
+
+
+class BenchError(Exception):
+    """Something did not work (as opposed to a target missed)."""
+
+
+@dataclass
+class Row:
+    key: str
+    scenario: str
+    measured: str
+    target: str
+    passed: bool | None  # None: information only, no target
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- servers
+
+
+def exai_params(fake: FakeProvider, tmp: Path, *, cache: bool) -> StdioServerParameters:
+    env = {
+        "KIMI_API_KEY": "bench-kimi-key",
+        "KIMI_BASE_URL": fake.base_url("/v1"),
+        "GLM_API_KEY": "bench-glm-key",
+        "GLM_BASE_URL": fake.base_url("/api/paas/v4"),
+        "EXAI_STATE_DB": str(tmp / f"state-{'cache' if cache else 'nocache'}.sqlite3"),
+        "EXAI_ALLOWED_ROOTS": str(tmp),
+        "EXAI_LOG_LEVEL": "WARNING",
+        "EXAI_MAX_INFLIGHT": str(LIMIT),
+        "EXAI_KIMI_MAX_INFLIGHT": str(LIMIT),
+    }
+    if not cache:
+        env["EXAI_RESULT_CACHE_TTL_SECS"] = "0"
+    # cwd=tmp: no .env file from the checkout can change the settings under test.
+    return StdioServerParameters(
+        command=sys.executable, args=["-m", "exai_mcp"], env=env, cwd=str(tmp)
+    )
+
+
+def script_params(name: str, fake: FakeProvider, tmp: Path) -> StdioServerParameters:
+    env = {"RELAY_BASE_URL": fake.base_url("/v1"), "RELAY_API_KEY": "bench-key"}
+    return StdioServerParameters(
+        command=sys.executable, args=[str(SCRIPTS / name)], env=env, cwd=str(tmp)
+    )
+
+
+def connect(params: StdioServerParameters, errlog: TextIO) -> Client:
+    # The stdio client forwards only HOME, PATH and a few more: the env above is explicit.
+    # Server stderr goes to a log file, shown only if something fails.
+    return Client(stdio_client(params, errlog=errlog), read_timeout_seconds=CALL_TIMEOUT)
+
+
+# ----------------------------------------------------------------------------- calls
+
+
+async def call(client: Client, tool: str, args: dict[str, Any]) -> Any:
+    result = await client.call_tool(tool, args)
+    if result.is_error:
+        text = " ".join(getattr(c, "text", "") for c in result.content)
+        raise BenchError(f"{tool} failed: {text[:300]}")
+    return result
+
+
+async def burst(client: Client, tool: str, args: list[dict[str, Any]]) -> tuple[float, list[Any]]:
+    """All calls at once on one session; wall time until the last answer."""
+    started = time.perf_counter()
+    results = await asyncio.gather(*(call(client, tool, a) for a in args))
+    return time.perf_counter() - started, results
+
+
+async def timed(fn: Callable[[], Awaitable[Any]]) -> float:
+    started = time.perf_counter()
+    await fn()
+    return time.perf_counter() - started
+
+
+def analyze_args(label: str, n: int) -> list[dict[str, Any]]:
+    return [{"text": f"{label} question {i}", "model": KIMI} for i in range(n)]
+
+
+# ----------------------------------------------------------------------------- scenarios
+
+
+async def run_c(bare: Client, exai_off: Client, exai_on: Client, fake: FakeProvider) -> list[Row]:
+    """Sequential calls at 0 ms; the four series interleaved round by round against drift."""
+    fake.latency = 0.0
+    hit_args = {"text": "c: the cached question", "model": KIMI}
+    await call(exai_on, "analyze", hit_args)  # from now on a cache hit
+    series: dict[str, tuple[Client, str, Callable[[int, int], dict[str, Any]]]] = {
+        "noop": (bare, "noop", lambda r, i: {"text": f"c {r}.{i}", "model": KIMI}),
+        "relay": (bare, "relay", lambda r, i: {"text": f"c {r}.{i}"}),
+        "exai": (exai_off, "analyze", lambda r, i: {"text": f"c {r}.{i}", "model": KIMI}),
+        "exai_cache_hit": (exai_on, "analyze", lambda r, i: hit_args),
+    }
+    samples: dict[str, list[float]] = {name: [] for name in series}
+    for r in range(C_ROUNDS):
+        for name, (client, tool, make_args) in series.items():
+            for i in range(C_PER_ROUND):
+                args = make_args(r, i)
+                samples[name].append(await timed(lambda c=client, t=tool, a=args: call(c, t, a)))
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    cps = {k: 1 / v for k, v in med.items()}
+    ratio = cps["exai"] / cps["noop"]
+    n = C_ROUNDS * C_PER_ROUND
+    data = {
+        "calls_each": n,
+        "median_ms": {k: round(v * 1000, 3) for k, v in med.items()},
+        "calls_per_sec": {k: round(v, 1) for k, v in cps.items()},
+        "ratio_exai_vs_noop": round(ratio, 3),
+        "ratio_exai_vs_relay": round(cps["exai"] / cps["relay"], 3),
+        "ratio_relay_vs_noop": round(cps["relay"] / cps["noop"], 3),
+        "ratio_cache_hit_vs_noop": round(cps["exai_cache_hit"] / cps["noop"], 3),
+        "samples_ms": {k: [round(s * 1000, 3) for s in v] for k, v in samples.items()},
+    }
+    ms = data["median_ms"]
+    return [
+        Row(
+            "c",
+            f"calls/s at 0 ms, {n} sequential: exai-mcp (cache off) vs bare no-op",
+            f"{cps['exai']:.0f}/s vs {cps['noop']:.0f}/s = {ratio:.2f} "
+            f"({ms['exai']:.1f} vs {ms['noop']:.1f} ms/call)",
+            f">= {C_TARGET}",
+            ratio >= C_TARGET,
+            data,
+        ),
+        Row(
+            "c1",
+            "  control: bare server relaying to the provider, no pipeline",
+            f"{cps['relay']:.0f}/s = {cps['relay'] / cps['noop']:.2f} of no-op; "
+            f"exai-mcp = {cps['exai'] / cps['relay']:.2f} of relay",
+            "info",
+            None,
+        ),
+        Row(
+            "c2",
+            "  control: exai-mcp cache hits (pipeline, no provider)",
+            f"{cps['exai_cache_hit']:.0f}/s = {cps['exai_cache_hit'] / cps['noop']:.2f} of no-op "
+            f"({ms['exai_cache_hit']:.2f} ms round trip)",
+            "info",
+            None,
+        ),
+    ]
+
+
+async def run_a(exai: Client, fake: FakeProvider) -> Row:
+    fake.latency = A_LATENCY
+    await burst(exai, "analyze", analyze_args("a warm-up", A_CALLS))
+    walls, peaks = [], []
+    for rep in range(A_REPS):
+        fake.reset()
+        wall, _ = await burst(exai, "analyze", analyze_args(f"a rep {rep}", A_CALLS))
+        walls.append(wall)
+        peaks.append(fake.max_active)
+    wall = statistics.median(walls)
+    return Row(
+        "a",
+        f"{A_CALLS} distinct concurrent calls at {A_LATENCY * 1000:.0f} ms (median of {A_REPS})",
+        f"{wall:.3f} s (ideal {A_LATENCY:.1f} s; >= {min(peaks)} at once at the provider)",
+        f"< {A_TARGET} s",
+        wall < A_TARGET,
+        {
+            "wall_s": [round(w, 4) for w in walls],
+            "median_s": round(wall, 4),
+            "provider_peak": peaks,
+        },
+    )
+
+
+async def run_b(exai: Client, fake: FakeProvider) -> Row:
+    fake.latency = B_LATENCY
+    requests, walls = [], []
+    for rep in range(B_REPS):
+        fake.reset()
+        args = [{"text": f"b rep {rep}: the same question", "model": KIMI}] * B_CALLS
+        wall, results = await burst(exai, "analyze", args)
+        answers = {r.structured_content["analysis"] for r in results}
+        if len(answers) != 1:
+            raise BenchError(f"(b) identical calls got {len(answers)} different answers")
+        requests.append(fake.chat_count)
+        walls.append(wall)
+    worst = max(requests)
+    return Row(
+        "b",
+        f"{B_CALLS} identical concurrent calls at {B_LATENCY * 1000:.0f} ms ({B_REPS} runs)",
+        f"{worst} provider request{'s' if worst != 1 else ''} per run (runs: {requests})",
+        f"= {B_TARGET}",
+        all(r == B_TARGET for r in requests),
+        {"provider_requests": requests, "wall_s": [round(w, 4) for w in walls]},
+    )
+
+
+async def run_d_exai(exai: Client, fake: FakeProvider) -> list[float]:
+    fake.latency = D_LATENCY
+    walls = []
+    for rep in range(D_REPS):
+        wall, _ = await burst(exai, "analyze", analyze_args(f"d rep {rep}", D_CALLS))
+        walls.append(wall)
+    return walls
+
+
+async def run_d_blocking(blocking: Client, fake: FakeProvider) -> tuple[float, int]:
+    fake.latency = 0.0
+    await call(blocking, "analyze", {"text": "warm-up"})
+    fake.latency = D_LATENCY
+    fake.reset()
+    wall, _ = await burst(blocking, "analyze", analyze_args("d blocking", D_CALLS))
+    return wall, fake.max_active
+
+
+def d_row(exai_walls: list[float], blocking_wall: float, blocking_peak: int) -> Row:
+    exai_wall = statistics.median(exai_walls)
+    speedup = blocking_wall / exai_wall
+    return Row(
+        "d",
+        f"{D_CALLS} concurrent calls at {D_LATENCY * 1000:.0f} ms: blocking baseline vs exai-mcp",
+        f"{blocking_wall:.2f} s vs {exai_wall:.3f} s = {speedup:.0f}x faster",
+        f">= {D_TARGET:.0f}x",
+        speedup >= D_TARGET,
+        {
+            "blocking_wall_s": round(blocking_wall, 3),
+            "blocking_provider_peak": blocking_peak,
+            "exai_wall_s": [round(w, 4) for w in exai_walls],
+            "exai_median_s": round(exai_wall, 4),
+            "speedup": round(speedup, 1),
+        },
+    )
+
+
+async def server_status(exai: Client) -> dict[str, Any]:
+    status = (await call(exai, "status", {})).structured_content
+    kimi = status["providers"]["kimi"]
+    return {
+        "inflight": status["inflight"],
+        "permits_in_use": sum(v["in_use"] for v in status["limits"].values()),
+        "provider_requests": kimi["requests"],
+        "provider_errors": kimi["errors"],
+        "calls": status["calls"],
+    }
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+async def run(errlog: TextIO, tmp: Path, progress: Callable[[str], None]) -> dict[str, Any]:
+    rows: list[Row] = []
+    async with FakeProvider(latency=0.0) as fake:
+        progress("starting two exai-mcp servers (cache on / off) and the bare server")
+        async with (
+            connect(exai_params(fake, tmp, cache=True), errlog) as exai,
+            connect(exai_params(fake, tmp, cache=False), errlog) as exai_off,
+            connect(script_params("bare_server.py", fake, tmp), errlog) as bare,
+        ):
+            progress("warming up")
+            for i in range(20):
+                await call(exai, "analyze", {"text": f"warm-up {i}", "model": KIMI})
+                await call(exai_off, "analyze", {"text": f"warm-up {i}", "model": KIMI})
+                await call(bare, "noop", {"text": f"warm-up {i}"})
+                await call(bare, "relay", {"text": f"warm-up {i}"})
+            await burst(exai, "analyze", analyze_args("warm-up burst", A_CALLS))
+            progress("(c) sequential calls per second")
+            rows += await run_c(bare, exai_off, exai, fake)
+            progress("(a) 50 concurrent calls")
+            rows.insert(0, await run_a(exai, fake))
+            progress("(b) 20 identical calls")
+            rows.insert(1, await run_b(exai, fake))
+            progress("(d) exai-mcp: 20 concurrent calls at 500 ms")
+            exai_walls = await run_d_exai(exai, fake)
+            after = {
+                "cache_on": await server_status(exai),
+                "cache_off": await server_status(exai_off),
+            }
+        progress("(d) blocking baseline: 20 concurrent calls at 500 ms (about 10 s)")
+        async with connect(script_params("blocking_server.py", fake, tmp), errlog) as blocking:
+            blocking_wall, blocking_peak = await run_d_blocking(blocking, fake)
+        rows.append(d_row(exai_walls, blocking_wall, blocking_peak))
+    for name, state in after.items():
+        if state["inflight"] or state["permits_in_use"]:
+            raise BenchError(f"exai-mcp ({name}) did not settle after the runs: {state}")
+    return {"rows": rows, "exai_status_after": after}
+
+
+def machine() -> dict[str, Any]:
+    import mcp
+    import openai
+
+    try:
+        from importlib.metadata import version
+
+        mcp_version = version("mcp")
+    except Exception:
+        mcp_version = getattr(mcp, "__version__", "?")
+    return {
+        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "mcp": mcp_version,
+        "openai": openai.__version__,
+    }
+
+
+def print_table(info: dict[str, Any], rows: list[Row], total: float) -> None:
+    print(
+        f"exai-mcp benchmark · {info['date']} · {info['cpus']} CPUs · Python {info['python']} "
+        f"· mcp {info['mcp']} · openai {info['openai']}"
+    )
+    for line in SETTINGS_NOTE:
+        print(line)
+    print()
+    width = max(len(r.scenario) for r in rows)
+    mwidth = max(len(r.measured) for r in rows)
+    twidth = max(len(r.target) for r in rows)
+    for r in rows:
+        verdict = "" if r.passed is None else ("PASS" if r.passed else "MISS")
+        print(
+            f"{r.key:<3} {r.scenario:<{width}}  {r.measured:<{mwidth}}  "
+            f"{r.target:<{twidth}}  {verdict}"
+        )
+    print()
+    print(f"total run time {total:.1f} s")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    parser.add_argument("--strict", action="store_true", help="exit 3 when a target is missed")
+    opts = parser.parse_args()
+
+    def progress(message: str) -> None:
+        print(f"... {message}", file=sys.stderr, flush=True)
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="exai-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        log_path = tmp / "servers.log"
+        with log_path.open("w") as errlog:
+            try:
+                result = asyncio.run(asyncio.wait_for(run(errlog, tmp, progress), TOTAL_TIMEOUT))
+            except (Exception, KeyboardInterrupt) as exc:
+                errlog.flush()
+                reason = "timed out" if isinstance(exc, TimeoutError) else f"{exc!r}"
+                print(f"bench: FAILED: {reason}", file=sys.stderr)
+                tail = log_path.read_text(errors="replace")[-3000:]
+                if tail.strip():
+                    print("--- server stderr (last lines) ---\n" + tail, file=sys.stderr)
+                return 1
+    total = time.perf_counter() - started
+    info = machine()
+    rows: list[Row] = result["rows"]
+    if opts.json:
+        out = {
+            "machine": info,
+            "settings": SETTINGS_NOTE,
+            "results": {
+                r.key: {
+                    "scenario": r.scenario,
+                    "measured": r.measured,
+                    "target": r.target,
+                    "pass": r.passed,
+                    **r.data,
+                }
+                for r in rows
+            },
+            "exai_status_after": result["exai_status_after"],
+            "total_s": round(total, 1),
+        }
+        print(json.dumps(out, indent=2))
+    else:
+        print_table(info, rows, total)
+    missed = [r.key for r in rows if r.passed is False]
+    return 3 if opts.strict and missed else 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(BrokenPipeError):
+        sys.exit(main())
