@@ -6,8 +6,31 @@ from pathlib import Path
 
 import anyio
 from fake_provider import FakeProvider, Reply
+from mcp import Client
 
-from tests.conftest import in_process_client, nothing_held, settings_for, wait_for_status
+from tests.conftest import (
+    in_process_client,
+    nothing_held,
+    provider_env,
+    settings_for,
+    stdio_params,
+    wait_for_status,
+)
+
+
+async def call_and_give_up_once_the_provider_has_it(
+    client: Client, fake: FakeProvider, arguments: dict
+) -> None:
+    """A client that gives up on its call (cancels it) as soon as the provider is working on it."""
+    with anyio.CancelScope() as scope:
+
+        async def cancel_when_seen() -> None:
+            await fake.wait_for_requests(fake.chat_count + 1)
+            scope.cancel()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(cancel_when_seen)
+            await client.call_tool("analyze", arguments)
 
 
 async def test_one_waiter_cancelled_the_others_still_get_the_result(
@@ -46,15 +69,7 @@ async def test_all_waiters_gone_aborts_the_provider_request_after_the_grace_peri
     fake.hold()
     settings = settings_for(fake, tmp_path, EXAI_CANCEL_GRACE_SECS=0.2)
     async with in_process_client(settings) as client:
-        with anyio.CancelScope() as scope:
-
-            async def cancel_when_seen() -> None:
-                await fake.wait_for_requests(1)
-                scope.cancel()
-
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(cancel_when_seen)
-                await client.call_tool("analyze", {"text": "q"})
+        await call_and_give_up_once_the_provider_has_it(client, fake, {"text": "q"})
         # Nobody waits now; within the grace period the execution goes on.
         assert fake.disconnects == 0
         await fake.wait_for_disconnects(1, timeout=5)
@@ -68,15 +83,7 @@ async def test_a_retry_within_the_grace_period_joins_the_running_execution(
     fake.hold()
     settings = settings_for(fake, tmp_path, EXAI_CANCEL_GRACE_SECS=30)
     async with in_process_client(settings) as client:
-        with anyio.move_on_after(5) as first:
-            async with anyio.create_task_group() as tg:
-
-                async def give_up_when_seen() -> None:
-                    await fake.wait_for_requests(1)
-                    first.cancel()
-
-                tg.start_soon(give_up_when_seen)
-                await client.call_tool("analyze", {"text": "q"})
+        await call_and_give_up_once_the_provider_has_it(client, fake, {"text": "q"})
         # The client timed out and retries the same call: it joins, nothing is paid twice.
         async with anyio.create_task_group() as tg:
             retried: list = []
@@ -95,15 +102,7 @@ async def test_grace_zero_cancels_at_once(fake: FakeProvider, tmp_path: Path) ->
     fake.hold()
     settings = settings_for(fake, tmp_path, EXAI_CANCEL_GRACE_SECS=0)
     async with in_process_client(settings) as client:
-        with anyio.CancelScope() as scope:
-
-            async def cancel_when_seen() -> None:
-                await fake.wait_for_requests(1)
-                scope.cancel()
-
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(cancel_when_seen)
-                await client.call_tool("analyze", {"text": "q"})
+        await call_and_give_up_once_the_provider_has_it(client, fake, {"text": "q"})
         await fake.wait_for_disconnects(1, timeout=2)
         await wait_for_status(client, nothing_held)
 
@@ -111,22 +110,11 @@ async def test_grace_zero_cancels_at_once(fake: FakeProvider, tmp_path: Path) ->
 async def test_a_cancelled_stdio_call_stops_the_provider_request_and_holds_nothing(
     fake: FakeProvider, tmp_path: Path
 ) -> None:
-    from mcp import Client
-
-    from tests.conftest import provider_env, stdio_params
-
     fake.enqueue(Reply(hang=True))
     env = provider_env(fake, tmp_path, EXAI_CANCEL_GRACE_SECS=0)
     async with Client(stdio_params(env)) as client:
-        with anyio.CancelScope() as scope:
-
-            async def cancel_when_seen() -> None:
-                await fake.wait_for_requests(1)
-                scope.cancel()  # the SDK sends notifications/cancelled for the request
-
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(cancel_when_seen)
-                await client.call_tool("analyze", {"text": "never answered"})
+        # Cancelling makes the SDK send notifications/cancelled for the request.
+        await call_and_give_up_once_the_provider_has_it(client, fake, {"text": "never answered"})
         await fake.wait_for_disconnects(1, timeout=5)
         status = await wait_for_status(client, nothing_held)
     assert status["providers"]["kimi"]["requests"] == 1

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import anyio
 from fake_provider import FakeProvider, Reply
+from mcp import Client
+from mcp_types import CallToolResult
 
 from exai_mcp.middleware.pipeline import call_key
 from tests.conftest import (
@@ -17,18 +19,33 @@ from tests.conftest import (
 )
 
 
+async def identical_calls_answered_together(
+    client: Client, fake: FakeProvider, arguments: dict, count: int
+) -> list[CallToolResult]:
+    """Send `count` identical calls while the provider holds its answer; release it once all
+    of them are waiting (one at the provider, the rest joined to it)."""
+    fake.hold()
+    results: list[CallToolResult] = []
+
+    async def call() -> None:
+        results.append(await client.call_tool("analyze", arguments))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(count):
+            tg.start_soon(call)
+        await fake.wait_for_requests(1)
+        await wait_for_status(client, lambda s: s["calls"]["coalesced_waiters"] == count - 1)
+        fake.release()
+    return results
+
+
 async def test_identical_concurrent_calls_make_one_provider_request(
     fake: FakeProvider, tmp_path: Path
 ) -> None:
-    fake.hold()
-    results = []
     async with in_process_client(settings_for(fake, tmp_path)) as client:
-        async with anyio.create_task_group() as tg:
-            for _ in range(20):
-                tg.start_soon(lambda: _append(results, client, {"text": "same question"}))
-            await fake.wait_for_requests(1)
-            await wait_for_status(client, lambda s: s["calls"]["coalesced_waiters"] == 19)
-            fake.release()
+        results = await identical_calls_answered_together(
+            client, fake, {"text": "same question"}, 20
+        )
         assert fake.chat_count == 1
         assert len(results) == 20 and not any(r.is_error for r in results)
         assert len({r.structured_content["analysis"] for r in results}) == 1
@@ -38,10 +55,6 @@ async def test_identical_concurrent_calls_make_one_provider_request(
     assert again.structured_content["cached"] is True
     assert fake.chat_count == 1  # the cache hit cost no provider request
     assert status["cache"]["hits"] == 1
-
-
-async def _append(results: list, client, arguments: dict) -> None:
-    results.append(await client.call_tool("analyze", arguments))
 
 
 def test_key_ignores_argument_order_and_whitespace_of_the_clients_json() -> None:
@@ -71,16 +84,10 @@ async def test_defaults_applied_make_explicit_and_implicit_defaults_one_call(
 async def test_an_error_reaches_every_waiter_and_is_not_cached(
     fake: FakeProvider, tmp_path: Path
 ) -> None:
-    fake.hold()
     fake.enqueue(Reply(status=400, error_message="context too long"))
-    results: list = []
     async with in_process_client(settings_for(fake, tmp_path)) as client:
-        async with anyio.create_task_group() as tg:
-            for _ in range(5):
-                tg.start_soon(lambda: _append(results, client, {"text": "q"}))
-            await fake.wait_for_requests(1)
-            await wait_for_status(client, lambda s: s["calls"]["coalesced_waiters"] == 4)
-            fake.release()
+        results = await identical_calls_answered_together(client, fake, {"text": "q"}, 5)
+        assert len(results) == 5
         assert all(r.is_error and "context too long" in r.content[0].text for r in results)
 
         retry = await client.call_tool("analyze", {"text": "q"})

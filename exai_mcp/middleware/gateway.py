@@ -1,4 +1,4 @@
-"""The path every provider call takes: provider limit, circuit breaker, retries, attempt timeout.
+"""The path every provider call takes: circuit breaker, provider limit, retries, attempt timeout.
 
     result = await gateway.complete(request, model, call, budget=timeouts.tool)
 
@@ -71,9 +71,10 @@ class ProviderGateway:
             )
 
         holder = Holder(call.request_id, call.tool, name)
+        # The breaker comes first: a paused provider fails at once, without queueing for a permit.
         async with (
-            self.limits[name].hold(holder, deadline, on_wait=call.report),
             self.breakers[name].guard(),
+            self.limits[name].hold(holder, deadline, on_wait=call.report),
         ):
             return await call_with_retries(
                 attempt,

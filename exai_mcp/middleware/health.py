@@ -32,30 +32,35 @@ class HealthMonitor:
         self.interval = interval
         self._last: frozenset[str] = frozenset()
 
-    def check(self) -> list[str]:
-        """One round: the problems found now (also logged when they differ from last round)."""
-        problems: list[str] = []
+    def problems(self) -> dict[str, str]:
+        """What is wrong now, keyed by what it is about (so a growing age is no new problem)."""
+        found: dict[str, str] = {}
         for limiter in self.limiters:
             holders = limiter.holders()
             if limiter.in_use() != len(holders) or limiter.borrowers() != len(holders):
-                problems.append(
+                found[f"{limiter.name}:count"] = (
                     f"limiter '{limiter.name}': {limiter.in_use()} permits in use but "
                     f"{len(holders)} known holders"
                 )
             for h in holders:
                 if h.age() > self.stuck_after:
-                    problems.append(
-                        f"limiter '{limiter.name}': request {h.request_id} ({h.tool}) has held a "
-                        f"permit for {h.age():.0f} s, past the {self.stuck_after:g} s deadline"
+                    found[f"{limiter.name}:{h.serial}"] = (
+                        f"limiter '{limiter.name}': request {h.request_id} ({h.tool}) has held "
+                        f"a permit for {h.age():.0f} s, past the {self.stuck_after:g} s deadline"
                     )
-        current = frozenset(p.split(" for ")[0] for p in problems)
+        return found
+
+    def check(self) -> list[str]:
+        """One round: the problems found now, logged when they differ from the last round."""
+        found = self.problems()
+        current = frozenset(found)
         if current != self._last:
-            for p in problems:
-                log.warning("health: %s", p)
-            if not problems:
+            for key in sorted(current - self._last):
+                log.warning("health: %s", found[key])
+            if not found:
                 log.info("health: all permits accounted for again")
             self._last = current
-        return problems
+        return list(found.values())
 
     async def run(self) -> None:
         while True:

@@ -1,8 +1,8 @@
 """The one place a tool call's journey is assembled, outermost layer first:
 
     deadline  ->  result cache  ->  single-flight  ->  global limit  ->  tool
-                                                          (tool -> gateway: provider limit ->
-                                                           breaker -> retries -> attempt timeout)
+                                                          (tool -> gateway: breaker -> provider
+                                                           limit -> retries -> attempt timeout)
 
 Every tool that does work goes through `Pipeline.run`; adding a layer is one module and one
 line here. Progress for the request is reported throughout and stops before the result is

@@ -59,7 +59,7 @@ async def status(_args: StatusInput, services: Services) -> StatusOutput:
         providers=providers,
         timeouts=services.timeouts.as_dict(),
         calls=services.pipeline.stats(),
-        health=services.health.check(),
+        health=list(services.health.problems().values()),
     )
 
 
