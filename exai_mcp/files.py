@@ -160,6 +160,10 @@ def render_file(path: Path, text: str) -> str:
 # --------------------------------------------------------------------------- policy
 
 
+FileStamp = tuple[str, int, int]
+"""(resolved path, size in bytes, mtime in ns): changes whenever the file is edited."""
+
+
 @dataclass
 class EmbeddedFiles:
     """The result of `FileAccessPolicy.embed`.
@@ -304,6 +308,33 @@ class FileAccessPolicy:
         if _looks_binary(data):
             raise FileAccessError(given, _BINARY_REASON)
         return data.decode("utf-8", errors="replace")
+
+    # ---------------------------------------------------------------- identity
+
+    def snapshot(self, paths: Sequence[str], *, strict: bool = True) -> list[FileStamp]:
+        """Check each path and say what identifies its content now: (path, size, mtime).
+
+        Part of a call's key, so an edited file is never answered from the cache or joined to
+        a call about its old content. `strict=False` stamps a file that fails its check as
+        (path, -1, -1) instead of raising (files may vanish between workflow steps).
+        """
+        stamps: list[FileStamp] = []
+        for given in paths:
+            try:
+                resolved = self.check(str(given))
+                info = resolved.stat()
+            except (FileAccessError, OSError):
+                if strict:
+                    raise
+                stamps.append((str(given), -1, -1))
+                continue
+            stamps.append((str(resolved), info.st_size, info.st_mtime_ns))
+        return stamps
+
+    async def snapshot_async(self, paths: Sequence[str], *, strict: bool = True) -> list[FileStamp]:
+        """`snapshot` in a worker thread: one hop for all the paths."""
+        call = functools.partial(self.snapshot, tuple(paths), strict=strict)
+        return await anyio.to_thread.run_sync(call)
 
     # ---------------------------------------------------------------- embedding
 

@@ -209,6 +209,14 @@ def build_server(settings: Settings) -> Server[Services]:
         except Exception as exc:
             log.exception("%s request %s failed unexpectedly", spec.name, ctx.request_id)
             return error_result(user_message(exc))
+        log.log(
+            logging.DEBUG if spec.direct else logging.INFO,
+            "%s request %s done in %.0f ms%s",
+            spec.name,
+            ctx.request_id,
+            deadline.elapsed() * 1000,
+            " (cached)" if output.cached else "",
+        )
         return CallToolResult(
             content=[TextContent(type="text", text=output.to_text())],
             structured_content=output.model_dump(mode="json"),

@@ -117,3 +117,20 @@ async def test_an_unknown_continuation_id_is_a_clear_error(
     async with in_process_client(settings_for(fake, tmp_path)) as client:
         result = await client.call_tool("analyze", {"text": "x", "continuation_id": "nope"})
     assert result.is_error and "'nope' is unknown" in result.content[0].text
+
+
+async def test_an_edited_file_is_analysed_again_not_served_from_the_cache(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    source = tmp_path / "calc.py"
+    source.write_text("def add(a, b):\n    return a - b\n")
+    arguments = {"text": "Find the bug", "files": [str(source)]}
+    async with in_process_client(settings_for(fake, tmp_path)) as client:
+        await client.call_tool("analyze", arguments)
+        unchanged = await client.call_tool("analyze", arguments)
+        source.write_text("def add(a, b):\n    return a + b\n")
+        edited = await client.call_tool("analyze", arguments)
+    assert unchanged.structured_content["cached"] is True
+    assert edited.structured_content["cached"] is False
+    assert fake.chat_count == 2
+    assert "return a + b" in user_message(fake)

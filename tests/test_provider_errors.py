@@ -73,7 +73,7 @@ async def test_unknown_model_is_a_bad_request_that_is_not_retried(fake: FakeProv
         await provider.complete(REQUEST, timeout=5)
     await provider.aclose()
     assert not info.value.retryable
-    assert "retired or the base URL wrong" in str(info.value)
+    assert "may be retired" in str(info.value) and "kimi-k2-0905-preview" in str(info.value)
 
 
 async def test_slow_provider_is_a_timeout(fake: FakeProvider) -> None:

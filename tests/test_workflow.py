@@ -377,6 +377,23 @@ async def test_a_retried_final_step_is_served_from_the_cache(
     assert "expert" in stored(tmp_path, cid).steps[-1].payload  # the retry kept the verdict
 
 
+async def test_a_final_step_after_a_relevant_file_was_edited_asks_the_expert_again(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    source = write(tmp_path / "app.py", "x = 1\n")
+    async with in_process_client(settings_for(fake, tmp_path)) as client:
+        cid = (await call(client, step(1, total=2, relevant_files=[str(source)])))[
+            "continuation_id"
+        ]
+        await call(client, step(2, total=2, continuation_id=cid))
+        source.write_text("x = 2\n")
+        after_edit = await call(client, step(2, total=2, continuation_id=cid))
+
+    assert after_edit["cached"] is False
+    assert fake.chat_count == 2
+    assert "x = 2" in user_message(fake, 1)
+
+
 async def test_a_retried_one_step_workflow_is_served_from_the_cache(
     fake: FakeProvider, tmp_path: Path
 ) -> None:

@@ -151,9 +151,10 @@ class OpenAICompatibleProvider:
             if status >= 500:
                 return ProviderUnavailable(f"{who} failed with HTTP {status}: {detail}", **ctx)
             if status == 404:
+                what = f"model {model!r}" if model else "this request"
                 return BadRequest(
-                    f"{who} answered HTTP 404 for model {model!r}: {detail}. The model id may "
-                    "be retired or the base URL wrong.",
+                    f"{who} answered HTTP 404 for {what}: {detail}. The model id may be "
+                    "retired, or the base URL may lack its API prefix (/v1, /api/paas/v4).",
                     **ctx,
                 )
             return BadRequest(f"{who} refused the request (HTTP {status}): {detail}", **ctx)

@@ -107,14 +107,14 @@ async def prepare(
 ) -> Prepared[AnalyzeOutput]:
     model = services.catalog.resolve(args.model, available=services.gateway.available)
     # Check paths now, so a bad one is an error before any provider time is spent.
-    for path in args.files:
-        await anyio.to_thread.run_sync(services.files.check, path)
+    files = await services.files.snapshot_async(args.files)
     thread = (
         await load_thread(services.store, args.continuation_id) if args.continuation_id else None
     )
     key = {
         "args": args.model_dump(exclude={"model"}),
         "model": model.label,
+        "files": files,
         "thread": revision(thread) if thread else None,
     }
 

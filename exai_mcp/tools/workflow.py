@@ -418,8 +418,7 @@ async def prepare(
 ) -> Prepared[WorkflowOutput]:
     kind = get_kind(args.kind)
     # A bad path is an error at the step that names it, before anything is recorded.
-    for path in _unique([*args.relevant_files, *args.files_checked]):
-        await anyio.to_thread.run_sync(services.files.check, path)
+    await services.files.snapshot_async(_unique([*args.relevant_files, *args.files_checked]))
     if args.model.strip().lower() != "auto":  # an explicit model is checked at every step
         services.catalog.resolve(args.model, available=services.gateway.available)
 
@@ -466,6 +465,7 @@ async def prepare(
     key = {
         "args": args.model_dump(mode="json", exclude={"model"}),
         "model": model.label,
+        "files": await services.files.snapshot_async(complete["relevant_files"], strict=False),
         # A thread this call created holds nothing before the step; its id must not stop a
         # retried one-step workflow from matching.
         "thread": revision(thread, before=slot) if args.continuation_id else None,
