@@ -102,9 +102,18 @@ class Settings(BaseSettings):
         return value
 
     def effective_roots(self) -> tuple[Path, ...]:
-        """EXAI_ALLOWED_ROOTS, or by default the user's home and the working directory."""
-        roots = self.allowed_roots or (str(Path.home()), os.getcwd())
-        return tuple(Path(r).expanduser().resolve() for r in roots)
+        """EXAI_ALLOWED_ROOTS, or by default the user's home and the working directory.
+
+        A working directory that is a filesystem root is left out of the default: GUI clients
+        often start servers in `/`, and that must not open the whole disk.
+        """
+        if self.allowed_roots:
+            return tuple(Path(r).expanduser().resolve() for r in self.allowed_roots)
+        roots = [Path.home().resolve()]
+        cwd = Path.cwd().resolve()
+        if cwd != Path(cwd.anchor) and cwd not in roots:
+            roots.append(cwd)
+        return tuple(roots)
 
     def timeouts(self) -> Timeouts:
         return Timeouts.from_settings(self)

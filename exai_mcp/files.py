@@ -332,7 +332,9 @@ class FileAccessPolicy:
         return stamps
 
     async def snapshot_async(self, paths: Sequence[str], *, strict: bool = True) -> list[FileStamp]:
-        """`snapshot` in a worker thread: one hop for all the paths."""
+        """`snapshot` in a worker thread: one hop for all the paths, none for no paths."""
+        if not paths:
+            return []
         call = functools.partial(self.snapshot, tuple(paths), strict=strict)
         return await anyio.to_thread.run_sync(call)
 

@@ -79,3 +79,10 @@ def test_allowed_roots_are_split_like_path(monkeypatch: pytest.MonkeyPatch, tmp_
 def test_default_roots_are_home_and_working_directory(tmp_path: Path) -> None:
     roots = load_settings().effective_roots()
     assert Path.home().resolve() in roots and tmp_path.resolve() in roots
+
+
+def test_a_filesystem_root_as_working_directory_is_not_a_default_root(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir("/")  # where GUI clients often start their servers
+    assert load_settings().effective_roots() == (Path.home().resolve(),)
