@@ -34,6 +34,7 @@ async def test_progress_arrives_during_a_slow_call_and_stops_with_the_result(
     assert len(events) >= 4, events
     messages = [m or "" for _, m in events]
     assert any(m.startswith("calling kimi:kimi-k2-0905-preview") for m in messages)
+    assert any("(still working," in m for m in messages)  # heartbeats while the model thinks
     assert any(re.search(r"\d+ tokens? received", m) for m in messages)
     progresses = [p for p, _ in events]
     assert progresses == sorted(progresses) and len(set(progresses)) == len(progresses)

@@ -64,15 +64,21 @@ class ProgressReporter:
 
     async def _run(self) -> None:
         spacing = min(MIN_SPACING, self.interval / 2)
-        next_beat = anyio.current_time() + self.interval
+        started = anyio.current_time()
+        next_beat = started + self.interval
+        last_sent: str | None = None
         while True:
             with anyio.move_on_at(next_beat):
                 await self._changed.wait()
             self._changed = anyio.Event()
             self._count += 1
+            message = self._message
+            if message == last_sent:  # a heartbeat: say how long it has been going on
+                message = f"{message} (still working, {anyio.current_time() - started:.0f} s)"
+            last_sent = self._message
             try:
                 assert self._send is not None
-                await self._send(self._count, None, self._message)
+                await self._send(self._count, None, message)
             except anyio.get_cancelled_exc_class():
                 raise
             except Exception as exc:  # a client gone away must not fail the call
