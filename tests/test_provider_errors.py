@@ -14,6 +14,7 @@ from fake_provider import FakeProvider, Reply
 from exai_mcp.errors import (
     AuthRejected,
     BadRequest,
+    ProviderError,
     ProviderTimeout,
     ProviderUnavailable,
     RateLimited,
@@ -36,61 +37,60 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
+async def failure(provider, *, timeout: float = 5) -> ProviderError:
+    """The error one completion raises; the provider's HTTP client is closed either way."""
+    try:
+        await provider.complete(REQUEST, timeout=timeout)
+    except ProviderError as exc:
+        return exc
+    finally:
+        await provider.aclose()
+    raise AssertionError("the call was expected to fail")
+
+
 async def test_rejected_key_names_the_variable_and_never_the_key(fake: FakeProvider) -> None:
     fake.enqueue(Reply(status=401, error_message=f"Invalid key {KEY}"))
-    provider = create_kimi(api_key=KEY, base_url=fake.base_url("/v1"))
-    with pytest.raises(AuthRejected) as info:
-        await provider.complete(REQUEST, timeout=5)
-    await provider.aclose()
-    assert "KIMI_API_KEY" in str(info.value)
-    assert KEY not in str(info.value)
+    error = await failure(create_kimi(api_key=KEY, base_url=fake.base_url("/v1")))
+    assert isinstance(error, AuthRejected)
+    assert "KIMI_API_KEY" in str(error)
+    assert KEY not in str(error)
 
 
 async def test_rate_limit_carries_the_providers_retry_after(fake: FakeProvider) -> None:
     fake.enqueue(Reply(status=429, retry_after=7))
-    provider = create_glm(api_key=KEY, base_url=fake.base_url("/api/paas/v4"))
-    with pytest.raises(RateLimited) as info:
-        await provider.complete(REQUEST, timeout=5)
-    await provider.aclose()
-    assert info.value.retry_after == 7
-    assert "rate limiting" in str(info.value) and "wait 7 s" in str(info.value)
+    error = await failure(create_glm(api_key=KEY, base_url=fake.base_url("/api/paas/v4")))
+    assert isinstance(error, RateLimited)
+    assert error.retry_after == 7
+    assert "rate limiting" in str(error) and "wait 7 s" in str(error)
 
 
 async def test_provider_5xx_is_unavailable_and_retryable(fake: FakeProvider) -> None:
     fake.enqueue(Reply(status=503, error_message="overloaded"))
-    provider = create_kimi(api_key=KEY, base_url=fake.base_url("/v1"))
-    with pytest.raises(ProviderUnavailable) as info:
-        await provider.complete(REQUEST, timeout=5)
-    await provider.aclose()
-    assert info.value.retryable
-    assert "HTTP 503" in str(info.value) and "overloaded" in str(info.value)
+    error = await failure(create_kimi(api_key=KEY, base_url=fake.base_url("/v1")))
+    assert isinstance(error, ProviderUnavailable)
+    assert error.retryable
+    assert "HTTP 503" in str(error) and "overloaded" in str(error)
 
 
 async def test_unknown_model_is_a_bad_request_that_is_not_retried(fake: FakeProvider) -> None:
     fake.enqueue(Reply(status=404, error_message="model not found"))
-    provider = create_kimi(api_key=KEY, base_url=fake.base_url("/v1"))
-    with pytest.raises(BadRequest) as info:
-        await provider.complete(REQUEST, timeout=5)
-    await provider.aclose()
-    assert not info.value.retryable
-    assert "may be retired" in str(info.value) and "kimi-k2-0905-preview" in str(info.value)
+    error = await failure(create_kimi(api_key=KEY, base_url=fake.base_url("/v1")))
+    assert isinstance(error, BadRequest)
+    assert not error.retryable
+    assert "may be retired" in str(error) and "kimi-k2-0905-preview" in str(error)
 
 
 async def test_slow_provider_is_a_timeout(fake: FakeProvider) -> None:
     fake.enqueue(Reply(hang=True))
-    provider = create_kimi(api_key=KEY, base_url=fake.base_url("/v1"))
-    with pytest.raises(ProviderTimeout):
-        await provider.complete(REQUEST, timeout=0.2)
-    await provider.aclose()
+    error = await failure(create_kimi(api_key=KEY, base_url=fake.base_url("/v1")), timeout=0.2)
+    assert isinstance(error, ProviderTimeout)
 
 
 async def test_unreachable_base_url_is_printed() -> None:
     url = f"http://127.0.0.1:{closed_port()}/v1"
-    provider = create_kimi(api_key=KEY, base_url=url)
-    with pytest.raises(Unreachable) as info:
-        await provider.complete(REQUEST, timeout=2)
-    await provider.aclose()
-    assert url in str(info.value) and "KIMI_BASE_URL" in str(info.value)
+    error = await failure(create_kimi(api_key=KEY, base_url=url), timeout=2)
+    assert isinstance(error, Unreachable)
+    assert url in str(error) and "KIMI_BASE_URL" in str(error)
 
 
 def test_glm_temperature_is_clamped_into_its_open_interval() -> None:
