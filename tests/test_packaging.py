@@ -55,3 +55,21 @@ def test_wheel_includes_the_whole_package_so_doctor_runs(wheel: Path, tmp_path: 
     assert result.returncode == 1, result.stdout + result.stderr
     assert "no model provider is configured: set KIMI_API_KEY" in result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_uvx_from_a_checkout_runs_the_code_as_edited(tmp_path: Path) -> None:
+    # uvx caches the built checkout; [tool.uv] cache-keys must make a .py edit rebuild it.
+    checkout = tmp_path / "checkout"
+    shutil.copytree(
+        ROOT,
+        checkout,
+        ignore=shutil.ignore_patterns(".venv", ".git", "__pycache__", "dist", ".*_cache"),
+    )
+    before = run("uvx", "--from", checkout, "exai-mcp", "--help", cwd=tmp_path)
+    cli = checkout / "exai_mcp" / "cli.py"
+    cli.write_text(cli.read_text().replace('prog="exai-mcp"', 'prog="exai-mcp-edited"'))
+    after = run("uvx", "--from", checkout, "exai-mcp", "--help", cwd=tmp_path)
+
+    assert before.returncode == 0 and after.returncode == 0, before.stderr + after.stderr
+    assert "usage: exai-mcp " in before.stdout
+    assert "usage: exai-mcp-edited " in after.stdout
