@@ -45,7 +45,7 @@ from exai_mcp.providers.kimi import create_kimi
 from exai_mcp.services import Services
 from exai_mcp.store.threads import ThreadStore, default_db_path
 from exai_mcp.tools import analyze, status, workflow
-from exai_mcp.tools.base import ToolSpec
+from exai_mcp.tools.base import AnswerOutput, ToolSpec
 
 log = logging.getLogger("exai_mcp")
 
@@ -215,7 +215,7 @@ def build_server(settings: Settings) -> Server[Services]:
             spec.name,
             ctx.request_id,
             deadline.elapsed() * 1000,
-            " (cached)" if output.cached else "",
+            " (cached)" if isinstance(output, AnswerOutput) and output.cached else "",
         )
         return CallToolResult(
             content=[TextContent(type="text", text=output.to_text())],

@@ -13,7 +13,7 @@ from exai_mcp.files import estimate_tokens
 from exai_mcp.middleware.context import CallContext, Prepared
 from exai_mcp.providers.base import ChatRequest
 from exai_mcp.services import Services
-from exai_mcp.tools.base import ToolInput, ToolOutput, ToolSpec, Usage, cap_reply
+from exai_mcp.tools.base import AnswerOutput, ToolInput, ToolSpec, Usage, cap_reply
 from exai_mcp.tools.history import load_thread, render_history, revision
 
 Focus = Literal["general", "architecture", "performance", "security", "quality"]
@@ -76,7 +76,7 @@ class AnalyzeInput(ToolInput):
         return self
 
 
-class AnalyzeOutput(ToolOutput):
+class AnalyzeOutput(AnswerOutput):
     analysis: str = Field(description="The expert's answer.")
     model: str = Field(description="The model that answered.")
     provider: str = Field(description="kimi or glm.")

@@ -44,11 +44,15 @@ class Usage(BaseModel):
 class ToolOutput(BaseModel):
     model_config = ConfigDict(json_schema_extra=compact_schema)
 
-    cached: bool = Field(False, description="True when served from the result cache.")
-
     def to_text(self) -> str:
         """The human-readable result (the `content` text); structured data goes alongside."""
         return self.model_dump_json(indent=2)
+
+
+class AnswerOutput(ToolOutput):
+    """An answer that went through the pipeline, and so may come from the result cache."""
+
+    cached: bool = Field(False, description="True when served from the result cache.")
 
 
 @dataclass(frozen=True, slots=True)

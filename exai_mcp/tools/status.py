@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import time
 from typing import Any
 
 from mcp_types import ToolAnnotations
@@ -25,6 +28,42 @@ class LimitState(BaseModel):
     holders: list[dict[str, Any]] = Field(default_factory=list)
 
 
+STARTED = time.monotonic()
+
+
+class ProcessState(BaseModel):
+    model_config = ConfigDict(json_schema_extra=compact_schema)
+
+    pid: int
+    uptime_secs: float
+    rss_mib: float | None  # Linux only
+    peak_rss_mib: float | None  # Unix only
+
+
+def process_state() -> ProcessState:
+    """Memory as the OS counts it, so an operator (or the benchmark) can see it stay bounded."""
+    rss = peak = None
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            rss = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError, AttributeError):
+        pass
+    try:
+        import resource
+
+        # ru_maxrss is in KiB on Linux, bytes on macOS.
+        scale = 2**20 if sys.platform == "darwin" else 2**10
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
+    except (ImportError, OSError):
+        pass
+    return ProcessState(
+        pid=os.getpid(),
+        uptime_secs=round(time.monotonic() - STARTED, 1),
+        rss_mib=None if rss is None else round(rss, 1),
+        peak_rss_mib=None if peak is None else round(peak, 1),
+    )
+
+
 class StatusOutput(ToolOutput):
     version: str
     inflight: int = Field(description="Shared executions running now.")
@@ -34,6 +73,7 @@ class StatusOutput(ToolOutput):
     timeouts: dict[str, Any]
     calls: dict[str, Any]
     health: list[str] = Field(description="Problems the health check sees now; empty when fine.")
+    process: ProcessState
 
 
 async def status(_args: StatusInput, services: Services) -> StatusOutput:
@@ -60,6 +100,7 @@ async def status(_args: StatusInput, services: Services) -> StatusOutput:
         timeouts=services.timeouts.as_dict(),
         calls=services.pipeline.stats(),
         health=list(services.health.problems().values()),
+        process=process_state(),
     )
 
 

@@ -36,8 +36,8 @@ from exai_mcp.providers.base import ChatRequest
 from exai_mcp.services import Services
 from exai_mcp.store.threads import Thread
 from exai_mcp.tools.base import (
+    AnswerOutput,
     ToolInput,
-    ToolOutput,
     ToolSpec,
     Usage,
     cap_reply,
@@ -160,7 +160,7 @@ class ExpertAnalysis(BaseModel):
     )
 
 
-class WorkflowOutput(ToolOutput):
+class WorkflowOutput(AnswerOutput):
     model_config = COMPACT
 
     status: str = Field(description="pause_for_<kind> or complete.")
