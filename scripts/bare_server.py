@@ -6,6 +6,7 @@ Two tools, no middleware, no validation beyond what the SDK does:
 
 - `noop` answers at once. `scripts/bench.py` compares exai-mcp's calls per second with this
   one's: whatever exai-mcp costs above it is its own pipeline, tool logic and provider call.
+- `memory` answers with this process's resident memory, for the benchmark's memory row.
 - `relay` sends the text to an OpenAI-compatible provider (`RELAY_BASE_URL`) with
   `openai.AsyncOpenAI`, streaming exactly as exai-mcp's providers do, and returns the answer.
   It is the control that separates the cost of the provider path (SDK, HTTP, the provider)
@@ -40,11 +41,22 @@ INPUT_SCHEMA = {
 TOOLS = [
     Tool(name="noop", description="Does nothing and answers at once.", input_schema=INPUT_SCHEMA),
     Tool(
+        name="memory",
+        description="This process's resident memory, in MiB.",
+        input_schema=INPUT_SCHEMA,
+    ),
+    Tool(
         name="relay",
         description="Asks the provider at RELAY_BASE_URL (streaming) and returns its answer.",
         input_schema=INPUT_SCHEMA,
     ),
 ]
+
+
+def resident_mib() -> float:
+    """Resident memory now (Linux /proc), the benchmark's memory floor for an MCP server."""
+    with open("/proc/self/statm", encoding="ascii") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def text_result(text: str, *, error: bool = False) -> CallToolResult:
@@ -98,6 +110,8 @@ async def call_tool(
     args = params.arguments or {}
     if params.name == "noop":
         return text_result(f"ok: {args.get('text', '')}")
+    if params.name == "memory":
+        return text_result(f"{resident_mib():.1f}")
     if params.name == "relay":
         client = ctx.lifespan_context["client"]
         if client is None:

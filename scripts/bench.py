@@ -19,6 +19,9 @@ the `mcp` SDK's stdio client, started once, warmed up, then timed:
 (d) 20 concurrent calls at 500 ms: a server that blocks its event loop on a synchronous
     `openai.OpenAI` call (`scripts/blocking_server.py`, what exai-mcp replaces) against exai-mcp.
     The baseline runs once (it takes about 10 s); exai-mcp's figure is a median of 3.
+(e) memory: exai-mcp's resident memory (from its `status` tool) after 1,000 and 2,000 distinct
+    calls; with the result cache full, the second thousand must add under 5 %. Also shown
+    against the bare server's resident memory at rest.
 
 exai-mcp runs with EXAI_MAX_INFLIGHT and EXAI_KIMI_MAX_INFLIGHT raised to 64: the defaults
 (24 and 6) would queue (a)'s 50 calls in waves of 6, which is the limit doing its job, not speed.
@@ -56,6 +59,7 @@ A_CALLS, A_LATENCY, A_REPS, A_TARGET = 50, 0.2, 5, 0.5
 B_CALLS, B_LATENCY, B_REPS, B_TARGET = 20, 0.2, 3, 1
 C_ROUNDS, C_PER_ROUND, C_TARGET = 5, 60, 0.7
 D_CALLS, D_LATENCY, D_REPS, D_TARGET = 20, 0.5, 3, 10.0
+E_CALLS, E_BURST, E_TARGET = 2000, 50, 0.05  # distinct calls; at once; RSS growth allowed
 
 
 SETTINGS_NOTE = (
@@ -256,6 +260,31 @@ async def run_b(exai: Client, fake: FakeProvider) -> Row:
     )
 
 
+async def exai_rss(exai: Client) -> float:
+    return (await call(exai, "status", {})).structured_content["process"]["rss_mib"]
+
+
+async def run_e(exai: Client, bare: Client, fake: FakeProvider) -> Row:
+    """Memory stays bounded: resident memory after E_CALLS more distinct calls barely grows."""
+    fake.latency = 0.0
+    bare_mib = float((await call(bare, "memory", {})).content[0].text)
+    samples = [await exai_rss(exai)]
+    for half in range(2):
+        for start in range(0, E_CALLS // 2, E_BURST):
+            await burst(exai, "analyze", analyze_args(f"e{half}-{start}", E_BURST))
+        samples.append(await exai_rss(exai))
+    growth = (samples[2] - samples[1]) / samples[1]
+    return Row(
+        "e",
+        f"memory: {E_CALLS} distinct calls at 0 ms (cache full at 256 entries)",
+        f"{samples[1]:.1f} -> {samples[2]:.1f} MiB over the last {E_CALLS // 2} calls "
+        f"({growth:+.1%}); {samples[2] / bare_mib:.2f}x the bare server's {bare_mib:.1f} MiB",
+        f"< {E_TARGET:.0%} growth",
+        growth < E_TARGET,
+        {"rss_mib": samples, "bare_rss_mib": bare_mib, "growth": round(growth, 4)},
+    )
+
+
 async def run_d_exai(exai: Client, fake: FakeProvider) -> list[float]:
     fake.latency = D_LATENCY
     walls = []
@@ -330,6 +359,8 @@ async def run(errlog: TextIO, tmp: Path, progress: Callable[[str], None]) -> dic
             rows.insert(0, await run_a(exai, fake))
             progress("(b) 20 identical calls")
             rows.insert(1, await run_b(exai, fake))
+            progress(f"(e) memory over {E_CALLS} calls")
+            e_row = await run_e(exai, bare, fake)
             progress("(d) exai-mcp: 20 concurrent calls at 500 ms")
             exai_walls = await run_d_exai(exai, fake)
             after = {
@@ -340,6 +371,7 @@ async def run(errlog: TextIO, tmp: Path, progress: Callable[[str], None]) -> dic
         async with connect(script_params("blocking_server.py", fake, tmp), errlog) as blocking:
             blocking_wall, blocking_peak = await run_d_blocking(blocking, fake)
         rows.append(d_row(exai_walls, blocking_wall, blocking_peak))
+        rows.append(e_row)
     for name, state in after.items():
         if state["inflight"] or state["permits_in_use"]:
             raise BenchError(f"exai-mcp ({name}) did not settle after the runs: {state}")
