@@ -121,6 +121,9 @@ class FakeProvider:
         self.latency = latency
         self.chunk_delay = chunk_delay
         self.answer = answer
+        # Streamed as `reasoning_content` deltas before the answer, as thinking models
+        # (kimi-thinking, GLM-4.5+ with thinking on) do; never part of `content`.
+        self.reasoning: str | None = None
         self.models = list(models)
         self.require_key = require_key
         self.fail_rate = fail_rate
@@ -475,7 +478,9 @@ class FakeProvider:
             if body.get("stream"):
                 opts = body.get("stream_options") or {}
                 include_usage = bool(isinstance(opts, dict) and opts.get("include_usage"))
-                await self._stream(writer, eof_task, model, text, usage if include_usage else None)
+                await self._stream(
+                    writer, eof_task, model, text, usage if include_usage else None, self.reasoning
+                )
                 return False
             payload = {
                 "id": f"chatcmpl-fake-{self.chat_count}",
@@ -533,6 +538,7 @@ class FakeProvider:
         model: str,
         text: str,
         usage: dict[str, int] | None,
+        reasoning: str | None = None,
     ) -> None:
         base = {
             "id": f"chatcmpl-fake-{self.chat_count}",
@@ -558,6 +564,13 @@ class FakeProvider:
         await self._send(writer, 200, headers)
         writer.write(event({"role": "assistant", "content": ""}, None))
         await writer.drain()
+        for piece in _split_chunks(reasoning or ""):
+            if eof_task.done():
+                raise _Disconnected
+            if self.chunk_delay > 0:
+                await _race(asyncio.sleep(self.chunk_delay), eof_task)
+            writer.write(event({"reasoning_content": piece}, None))
+            await writer.drain()
         for piece in _split_chunks(text):
             if eof_task.done():
                 raise _Disconnected

@@ -91,3 +91,23 @@ async def test_waiting_for_a_permit_reports_the_position_in_line(
             await first_message.wait()
         fake.release()
     assert messages[0] == "waiting for a 'kimi' permit: 0 ahead in line"
+
+
+async def test_a_thinking_model_shows_progress_while_it_reasons(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    fake.reasoning = "weighing the options one by one"
+    fake.answer = "Use WAL mode."
+    messages: list[str] = []
+
+    async def on_progress(_p: float, _t: float | None, message: str | None) -> None:
+        messages.append(message or "")
+
+    settings = settings_for(fake, tmp_path, EXAI_PROGRESS_INTERVAL_SECS=0.1)
+    fake.chunk_delay = 0.06  # slower than the reporter's coalescing, so each phase is seen
+    async with in_process_client(settings) as client:
+        result = await client.call_tool(
+            "analyze", {"text": "SQLite?", "model": "glm-4.6"}, progress_callback=on_progress
+        )
+    assert result.structured_content["analysis"] == "Use WAL mode."
+    assert any(m.startswith("glm:glm-4.6 is thinking:") for m in messages), messages

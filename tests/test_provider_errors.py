@@ -101,14 +101,34 @@ async def test_streamed_answer_equals_the_plain_answer_and_counts_tokens(
     fake: FakeProvider,
 ) -> None:
     fake.answer = "one two three four five"
-    seen: list[int] = []
+    seen: list[tuple[int, bool]] = []
     provider = create_kimi(api_key=KEY, base_url=fake.base_url("/v1"))
-    result = await provider.complete(REQUEST, timeout=5, on_tokens=seen.append)
+    result = await provider.complete(
+        REQUEST, timeout=5, on_tokens=lambda n, thinking: seen.append((n, thinking))
+    )
     await provider.aclose()
     assert result.text == "one two three four five"
-    assert seen and seen == sorted(seen)
+    assert seen and [n for n, _ in seen] == sorted(n for n, _ in seen)
+    assert not any(thinking for _, thinking in seen)
     assert result.completion_tokens > 0 and result.prompt_tokens > 0
     assert fake.chat_requests[0].body["stream"] is True
+
+
+async def test_a_thinking_models_reasoning_is_reported_but_kept_out_of_the_answer(
+    fake: FakeProvider,
+) -> None:
+    fake.reasoning = "first I consider the loop bound, then the caller"
+    fake.answer = "The loop bound is off by one."
+    seen: list[tuple[int, bool]] = []
+    provider = create_glm(api_key=KEY, base_url=fake.base_url("/api/paas/v4"))
+    result = await provider.complete(
+        REQUEST, timeout=5, on_tokens=lambda n, thinking: seen.append((n, thinking))
+    )
+    await provider.aclose()
+    assert result.text == "The loop bound is off by one."
+    phases = [thinking for _, thinking in seen]
+    assert phases[0] is True and phases[-1] is False  # reasoning first, then the answer
+    assert phases == sorted(phases, reverse=True)
 
 
 async def test_retries_stop_at_the_first_error_that_cannot_be_helped(fake: FakeProvider) -> None:

@@ -50,8 +50,13 @@ class ProviderGateway:
         deadline = call.deadline.within(budget)
         label = model.label
 
-        def on_tokens(count: int) -> None:
-            call.report(f"{label}: {count} token{'' if count == 1 else 's'} received")
+        def on_tokens(count: int, thinking: bool) -> None:
+            tokens = f"{count} token{'' if count == 1 else 's'}"
+            call.report(
+                f"{label} is thinking: {tokens} of reasoning so far"
+                if thinking
+                else f"{label}: {tokens} received"
+            )
 
         async def attempt(timeout: float) -> ChatResult:
             stats.requests += 1

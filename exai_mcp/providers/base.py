@@ -10,8 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-TokenCallback = Callable[[int], None]
-"""Called with the number of completion tokens received so far (cheap: no awaiting)."""
+TokenCallback = Callable[[int, bool], None]
+"""Called as tokens stream in: (tokens received so far, whether the model is still thinking,
+i.e. streaming `reasoning_content` before its answer). Cheap: no awaiting."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -77,7 +77,7 @@ class OpenAICompatibleProvider:
         self, stream: openai.AsyncStream, model: str, on_tokens: TokenCallback | None
     ) -> ChatResult:
         parts: list[str] = []
-        received = 0
+        received = thinking = 0
         prompt_tokens = completion_tokens = 0
         finish_reason = None
         served_model = model
@@ -94,11 +94,19 @@ class OpenAICompatibleProvider:
                 continue
             choice = chunk.choices[0]
             finish_reason = choice.finish_reason or finish_reason
-            if choice.delta and choice.delta.content:
-                parts.append(choice.delta.content)
+            delta = choice.delta
+            if delta is None:
+                continue
+            if delta.content:
+                parts.append(delta.content)
                 received += 1
                 if on_tokens is not None:
-                    on_tokens(received)
+                    on_tokens(received, False)
+            elif getattr(delta, "reasoning_content", None):
+                # Thinking models stream their reasoning first; it is not part of the answer.
+                thinking += 1
+                if on_tokens is not None:
+                    on_tokens(thinking, True)
         text = "".join(parts)
         return ChatResult(
             text=text,
