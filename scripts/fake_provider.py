@@ -564,20 +564,15 @@ class FakeProvider:
         await self._send(writer, 200, headers)
         writer.write(event({"role": "assistant", "content": ""}, None))
         await writer.drain()
-        for piece in _split_chunks(reasoning or ""):
-            if eof_task.done():
-                raise _Disconnected
-            if self.chunk_delay > 0:
-                await _race(asyncio.sleep(self.chunk_delay), eof_task)
-            writer.write(event({"reasoning_content": piece}, None))
-            await writer.drain()
-        for piece in _split_chunks(text):
-            if eof_task.done():
-                raise _Disconnected
-            if self.chunk_delay > 0:
-                await _race(asyncio.sleep(self.chunk_delay), eof_task)
-            writer.write(event({"content": piece}, None))
-            await writer.drain()
+        # A thinking model's reasoning streams first, then the answer itself.
+        for key, source in (("reasoning_content", reasoning or ""), ("content", text)):
+            for piece in _split_chunks(source):
+                if eof_task.done():
+                    raise _Disconnected
+                if self.chunk_delay > 0:
+                    await _race(asyncio.sleep(self.chunk_delay), eof_task)
+                writer.write(event({key: piece}, None))
+                await writer.drain()
         final = event({}, "stop", usage=usage) if usage is not None else event({}, "stop")
         writer.write(final + b"data: [DONE]\n\n")
         await writer.drain()
