@@ -49,13 +49,12 @@ class Holder:
 
 
 class TrackedLimiter:
-    __slots__ = ("_holders", "_limiter", "name", "timeouts")
+    __slots__ = ("_holders", "_limiter", "name")
 
     def __init__(self, name: str, total: int) -> None:
         self.name = name
         self._limiter = anyio.CapacityLimiter(total)
         self._holders: set[Holder] = set()
-        self.timeouts = 0
 
     @asynccontextmanager
     async def hold(
@@ -85,7 +84,6 @@ class TrackedLimiter:
         with anyio.move_on_after(deadline.remaining()) as scope:
             await self._limiter.acquire_on_behalf_of(holder)
         if scope.cancelled_caught:
-            self.timeouts += 1
             raise BusyError(
                 f"server busy: waited {time.monotonic() - started:.1f} s for a '{self.name}' "
                 f"permit ({self.total} in use, {ahead} were ahead in line) and the request's "

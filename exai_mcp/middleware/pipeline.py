@@ -105,4 +105,5 @@ class Pipeline:
     def stats(self) -> dict[str, object]:
         snapshot = self.calls.snapshot()
         snapshot["coalesced_waiters"] = self.flights.coalesced
+        snapshot["abandoned_after_grace"] = self.flights.grace_cancellations
         return snapshot

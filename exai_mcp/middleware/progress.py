@@ -39,10 +39,6 @@ class ProgressReporter:
         self._message = message
         self._changed.set()
 
-    @property
-    def message(self) -> str:
-        return self._message
-
     @asynccontextmanager
     async def running(self) -> AsyncIterator[ProgressReporter]:
         if self._send is None:

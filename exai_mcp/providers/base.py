@@ -7,7 +7,7 @@ requests, responses and exceptions at this boundary (see `exai_mcp.errors`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 TokenCallback = Callable[[int, bool], None]
@@ -23,7 +23,6 @@ class ChatRequest:
     system: str
     user: str
     temperature: float | None = None
-    max_tokens: int | None = None
 
     def messages(self) -> list[dict[str, str]]:
         out = [{"role": "system", "content": self.system}] if self.system else []
@@ -39,7 +38,6 @@ class ChatResult:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     finish_reason: str | None = None
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 class Provider(Protocol):

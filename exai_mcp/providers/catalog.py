@@ -62,10 +62,6 @@ class ModelCatalog:
             for name in (info.id, *info.aliases):
                 self._by_name[name.lower()] = info
 
-    @property
-    def configured(self) -> tuple[str, ...]:
-        return tuple(self._defaults)
-
     def resolve(
         self, requested: str, *, available: Callable[[str], bool] = lambda _p: True
     ) -> ResolvedModel:
@@ -79,9 +75,8 @@ class ModelCatalog:
         if sep and provider.lower() in PROVIDER_KEYS:
             if not model_id:
                 raise InputError(f"model: {name!r} has no model id after the prefix")
-            info = self._by_name.get(model_id.lower())
-            window = info.context_window if info else UNKNOWN_CONTEXT_WINDOW
-            return self._configured(ResolvedModel(provider.lower(), model_id, window))
+            model = ResolvedModel(provider.lower(), model_id, self.context_window(model_id))
+            return self._configured(model)
         info = self._by_name.get(name.lower())
         if info is None:
             raise InputError(
@@ -91,7 +86,7 @@ class ModelCatalog:
             )
         return self._configured(ResolvedModel(info.provider, info.id, info.context_window))
 
-    def context_window(self, provider: str, model_id: str) -> int:
+    def context_window(self, model_id: str) -> int:
         info = self._by_name.get(model_id.lower())
         return info.context_window if info else UNKNOWN_CONTEXT_WINDOW
 
@@ -105,7 +100,7 @@ class ModelCatalog:
         ordered = sorted(self._defaults, key=lambda p: not available(p))
         provider = ordered[0]
         model_id = self._defaults[provider]
-        return ResolvedModel(provider, model_id, self.context_window(provider, model_id))
+        return ResolvedModel(provider, model_id, self.context_window(model_id))
 
     def _configured(self, model: ResolvedModel) -> ResolvedModel:
         if model.provider not in self._defaults:

@@ -52,8 +52,6 @@ class OpenAICompatibleProvider:
         kwargs: dict[str, object] = {}
         if request.temperature is not None:
             kwargs["temperature"] = self._adjust_temperature(request.temperature)
-        if request.max_tokens is not None:
-            kwargs["max_tokens"] = request.max_tokens
         try:
             stream = await self._client.chat.completions.create(
                 model=request.model,

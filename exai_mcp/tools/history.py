@@ -15,10 +15,12 @@ import anyio
 from exai_mcp.store.threads import Thread, ThreadStore
 
 
-def render_history(thread: Thread) -> str:
+def render_history(thread: Thread, heading: str | None = None) -> str:
+    """Every step's digest in order, under `heading` (by default, what the thread is)."""
     if not thread.steps:
         return ""
-    parts = [f"Earlier in this thread ({thread.tool}{'/' + thread.kind if thread.kind else ''}):"]
+    kind = f"/{thread.kind}" if thread.kind else ""
+    parts = [heading or f"Earlier in this thread ({thread.tool}{kind}):"]
     for step in thread.steps:
         digest = step.payload.get("digest") or ""
         parts.append(f"[step {step.number}, {step.tool}]\n{digest}".rstrip())

@@ -43,7 +43,7 @@ from exai_mcp.tools.base import (
     cap_reply,
     compact_schema,
 )
-from exai_mcp.tools.history import revision
+from exai_mcp.tools.history import render_history, revision
 from exai_mcp.tools.workflow_kinds import KINDS, WorkflowKind, get_kind
 
 log = logging.getLogger("exai_mcp.workflow")
@@ -384,13 +384,11 @@ def _summary(thread: Thread, confidence: str) -> ThreadSummary:
 
 
 def _render_thread(thread: Thread, kind: WorkflowKind) -> str:
-    parts = [
+    return render_history(
+        thread,
         f"An AI assistant carried out this {kind.title} step by step and asks for your verdict. "
-        "Its steps, in order (other tools' exchanges in the same thread included):"
-    ]
-    for s in thread.steps:
-        parts.append(f"[step {s.number}, {s.tool}]\n{s.payload.get('digest', '')}".rstrip())
-    return "\n\n".join(parts)
+        "Its steps, in order (other tools' exchanges in the same thread included):",
+    )
 
 
 def parse_json_verdict(text: str) -> dict[str, Any] | None:
