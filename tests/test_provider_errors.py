@@ -1,13 +1,17 @@
 """Provider failures become errors the assistant can act on; the key never appears in them.
 
 The providers are exercised with the real `openai` SDK over real HTTP against the fake.
+Secrecy is checked as "no eight consecutive characters of the key" (`leaked_runs`).
 """
 
 from __future__ import annotations
 
+import logging
 import socket
 from pathlib import Path
 
+import httpx2
+import openai
 import pytest
 from fake_provider import FakeProvider, Reply
 
@@ -26,6 +30,8 @@ from exai_mcp.providers.base import ChatRequest
 from exai_mcp.providers.glm import clamp_temperature, create_glm
 from exai_mcp.providers.kimi import create_kimi
 from tests.conftest import in_process_client, settings_for
+from tests.test_redaction import KEY as LONG_KEY
+from tests.test_redaction import leaked_runs
 
 KEY = "sk-very-secret-key-0042"
 REQUEST = ChatRequest(model="kimi-k2-0905-preview", system="be brief", user="hello")
@@ -157,3 +163,74 @@ async def test_the_assistant_reads_the_mapped_error_through_mcp(
     assert result.is_error
     assert "KIMI_API_KEY" in result.content[0].text and KEY not in result.content[0].text
     assert fake.chat_count == 1  # an auth failure is never retried
+
+
+def key_echoed_at(offset: int) -> str:
+    """A long provider error echoing `Bearer <key>` with the key starting at `offset`."""
+    filler = "the upstream gateway rejected the request sent with these headers; " * 20
+    return filler[: offset - len("Bearer ")] + f"Bearer {LONG_KEY} (echoed)" + " and more" * 20
+
+
+async def test_a_key_echoed_across_the_cut_leaves_no_fragment_at_any_offset(
+    fake: FakeProvider,
+) -> None:
+    statuses = (401, 403, 429, 500, 503, 404, 400, 422)  # every branch of the translation
+    provider = create_kimi(api_key=LONG_KEY, base_url=fake.base_url("/v1"))
+    try:
+        for offset in range(460, 521):
+            status = statuses[offset % len(statuses)]
+            fake.enqueue(Reply(status=status, error_message=key_echoed_at(offset)))
+            with pytest.raises(ProviderError) as caught:
+                await provider.complete(REQUEST, timeout=5)
+            message = str(caught.value)
+            assert not leaked_runs(message, LONG_KEY), (offset, status, message[-120:])
+            assert "upstream gateway rejected" in message  # the provider's words are kept
+    finally:
+        await provider.aclose()
+    assert fake.chat_count == 61
+
+
+async def test_listing_models_masks_the_key_even_in_a_base_url_it_was_pasted_into(
+    fake: FakeProvider,
+) -> None:
+    fake.require_key = "a-different-key"
+    provider = create_glm(api_key=LONG_KEY, base_url=fake.base_url(f"/v4/{LONG_KEY}"))
+    try:
+        with pytest.raises(AuthRejected) as caught:
+            await provider.list_models(timeout=5)
+    finally:
+        await provider.aclose()
+    assert fake.requests[0].path == f"/v4/{LONG_KEY}/models"
+    assert "HTTP 401" in str(caught.value) and not leaked_runs(str(caught.value), LONG_KEY)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        openai.APIConnectionError(request=httpx2.Request("POST", "http://127.0.0.1:9/v1")),
+        openai.OpenAIError(key_echoed_at(495)),
+    ],
+    ids=["connection-error-cause", "generic-sdk-error"],
+)
+def test_errors_without_an_http_answer_are_redacted_too(exc: openai.OpenAIError) -> None:
+    if isinstance(exc, openai.APIConnectionError):
+        exc.__cause__ = OSError(key_echoed_at(495))  # e.g. a proxy's refusal echoing the header
+    provider = create_kimi(api_key=LONG_KEY, base_url="http://127.0.0.1:9/v1")
+    message = str(provider._translate(exc, "kimi-k2"))
+    assert "upstream gateway rejected" in message and not leaked_runs(message, LONG_KEY)
+
+
+async def test_the_tool_result_and_the_log_hold_no_fragment_of_an_echoed_key(
+    fake: FakeProvider, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)  # everything any logger writes, SDK and HTTP client included
+    fake.enqueue(
+        Reply(status=401, error_message=key_echoed_at(480))
+    )  # 20 characters before the cut
+    settings = settings_for(fake, tmp_path, KIMI_API_KEY=LONG_KEY)
+    async with in_process_client(settings) as client:
+        result = await client.call_tool("analyze", {"text": "x", "model": "kimi-k2"})
+    assert result.is_error and "KIMI_API_KEY" in result.content[0].text
+    assert not leaked_runs(result.content[0].text, LONG_KEY)
+    assert "rejected the API key" in caplog.text  # the failure was logged...
+    assert not leaked_runs(caplog.text, LONG_KEY)  # ...without the key

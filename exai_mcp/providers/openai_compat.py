@@ -3,12 +3,16 @@
 Kimi (Moonshot) and GLM (Zhipu / Z.ai) both serve the OpenAI chat-completions API, so one
 implementation serves both; their modules only set names, defaults and quirks. The SDK's own
 retries are off (`max_retries=0`): retrying belongs to `exai_mcp.middleware.retry`.
+
+The API key never leaves this module: every message built here goes through one `Redactor`,
+which scrubs before it cuts.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import anyio
 import openai
@@ -23,8 +27,11 @@ from exai_mcp.errors import (
     Unreachable,
 )
 from exai_mcp.providers.base import ChatRequest, ChatResult, TokenCallback
+from exai_mcp.redact import Redactor
 
 log = logging.getLogger(__name__)
+
+DETAIL_LIMIT = 500  # characters of the provider's own error text kept in a message
 
 
 class OpenAICompatibleProvider:
@@ -42,7 +49,7 @@ class OpenAICompatibleProvider:
         self.name = name
         self.base_url = base_url.rstrip("/")
         self.key_variable = key_variable
-        self._api_key = api_key
+        self._redactor = Redactor([api_key])
         self._adjust_temperature = adjust_temperature
         self._client = openai.AsyncOpenAI(api_key=api_key, base_url=self.base_url, max_retries=0)
 
@@ -126,48 +133,65 @@ class OpenAICompatibleProvider:
         await self._client.close()
 
     def _translate(self, exc: openai.OpenAIError, model: str) -> ProviderError:
-        """Map an SDK exception to our tree; the key is scrubbed from every message."""
+        """Map an SDK exception to our tree; every message is redacted (see `exai_mcp.redact`)."""
         who = f"{self.name} ({self.base_url})"
-        ctx = {"provider": self.name, "model": model}
         if isinstance(exc, openai.APITimeoutError):  # before APIConnectionError: it subclasses it
-            return ProviderTimeout(f"{who} did not answer in time for model {model}", **ctx)
+            return self._error(
+                ProviderTimeout, f"{who} did not answer in time for model {model}", model
+            )
         if isinstance(exc, openai.APIConnectionError):
-            return Unreachable(
-                f"cannot connect to {self.name} at {self.base_url}: {self._scrub(str(exc.__cause__ or exc))}. "
+            cause = self._detail(str(exc.__cause__ or exc))
+            return self._error(
+                Unreachable,
+                f"cannot connect to {self.name} at {self.base_url}: {cause}. "
                 f"Check the base URL ({self.name.upper()}_BASE_URL) and the network.",
-                **ctx,
+                model,
             )
         if isinstance(exc, openai.APIStatusError):
             status = exc.status_code
-            detail = self._scrub(_error_detail(exc))
+            detail = self._detail(_error_detail(exc))
             if status in (401, 403):
-                return AuthRejected(
+                return self._error(
+                    AuthRejected,
                     f"{self.name} rejected the API key in {self.key_variable} (HTTP {status}: "
                     f"{detail}). Check that the key is valid for {self.base_url}.",
-                    **ctx,
+                    model,
                 )
             if status == 429:
                 retry_after = _retry_after(exc.response.headers)
                 hint = f"; the provider asks to wait {retry_after:g} s" if retry_after else ""
-                return RateLimited(
+                return self._error(
+                    RateLimited,
                     f"{who} is rate limiting requests (HTTP 429: {detail}){hint}",
+                    model,
                     retry_after=retry_after,
-                    **ctx,
                 )
             if status >= 500:
-                return ProviderUnavailable(f"{who} failed with HTTP {status}: {detail}", **ctx)
+                return self._error(
+                    ProviderUnavailable, f"{who} failed with HTTP {status}: {detail}", model
+                )
             if status == 404:
                 what = f"model {model!r}" if model else "this request"
-                return BadRequest(
+                return self._error(
+                    BadRequest,
                     f"{who} answered HTTP 404 for {what}: {detail}. The model id may be "
                     "retired, or the base URL may lack its API prefix (/v1, /api/paas/v4).",
-                    **ctx,
+                    model,
                 )
-            return BadRequest(f"{who} refused the request (HTTP {status}): {detail}", **ctx)
-        return ProviderError(f"{who} failed: {self._scrub(str(exc))}", **ctx)
+            return self._error(
+                BadRequest, f"{who} refused the request (HTTP {status}): {detail}", model
+            )
+        return self._error(ProviderError, f"{who} failed: {self._detail(str(exc))}", model)
 
-    def _scrub(self, text: str) -> str:
-        return text.replace(self._api_key, "***") if self._api_key else text
+    def _detail(self, text: str) -> str:
+        """The provider's own words, scrubbed and then cut (never the other way round)."""
+        return self._redactor.redact(text, limit=DETAIL_LIMIT)
+
+    def _error(
+        self, kind: type[ProviderError], message: str, model: str, **extra: Any
+    ) -> ProviderError:
+        # The whole message is scrubbed again: a key may also hide in the base URL.
+        return kind(self._redactor.redact(message), provider=self.name, model=model, **extra)
 
 
 def _error_detail(exc: openai.APIStatusError) -> str:
@@ -177,8 +201,8 @@ def _error_detail(exc: openai.APIStatusError) -> str:
         if isinstance(message, dict):
             message = message.get("message")
         if message:
-            return str(message)[:500]
-    return exc.message[:500]
+            return str(message)
+    return exc.message
 
 
 def _retry_after(headers: object) -> float | None:
