@@ -234,3 +234,25 @@ async def test_the_tool_result_and_the_log_hold_no_fragment_of_an_echoed_key(
     assert not leaked_runs(result.content[0].text, LONG_KEY)
     assert "rejected the API key" in caplog.text  # the failure was logged...
     assert not leaked_runs(caplog.text, LONG_KEY)  # ...without the key
+
+
+async def test_openai_account_settings_in_the_environment_never_reach_the_provider(
+    fake: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_ORG_ID", "org-from-env")
+    monkeypatch.setenv("OPENAI_PROJECT_ID", "proj-from-env")
+    monkeypatch.setenv("OPENAI_ADMIN_KEY", "sk-admin-from-env")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv(
+        "OPENAI_CUSTOM_HEADERS", "X-From-Env: yes\nAuthorization: Bearer sk-openai-from-env"
+    )
+    provider = create_kimi(api_key=KEY, base_url=fake.base_url("/v1"))
+    try:
+        await provider.complete(REQUEST, timeout=5)
+        await provider.list_models(timeout=5)
+    finally:
+        await provider.aclose()
+    assert [r.path for r in fake.requests] == ["/v1/chat/completions", "/v1/models"]
+    for request in fake.requests:
+        assert not {"openai-organization", "openai-project", "x-from-env"} & set(request.headers)
+        assert request.headers["authorization"] == f"Bearer {KEY}"

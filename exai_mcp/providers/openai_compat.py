@@ -4,8 +4,9 @@ Kimi (Moonshot) and GLM (Zhipu / Z.ai) both serve the OpenAI chat-completions AP
 implementation serves both; their modules only set names, defaults and quirks. The SDK's own
 retries are off (`max_retries=0`): retrying belongs to `exai_mcp.middleware.retry`.
 
-The API key never leaves this module: every message built here goes through one `Redactor`,
-which scrubs before it cuts.
+Two things never leave this module: the API key (every message built here goes through one
+`Redactor`, which scrubs before it cuts), and anything the SDK would take from `OPENAI_*`
+variables (organization, project, extra headers): those belong to an OpenAI account.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ class OpenAICompatibleProvider:
         self.key_variable = key_variable
         self._redactor = Redactor([api_key])
         self._adjust_temperature = adjust_temperature
-        self._client = openai.AsyncOpenAI(api_key=api_key, base_url=self.base_url, max_retries=0)
+        self._client = _client_for(api_key, self.base_url)
 
     async def complete(
         self, request: ChatRequest, *, timeout: float, on_tokens: TokenCallback | None = None
@@ -192,6 +193,22 @@ class OpenAICompatibleProvider:
     ) -> ProviderError:
         # The whole message is scrubbed again: a key may also hide in the base URL.
         return kind(self._redactor.redact(message), provider=self.name, model=model, **extra)
+
+
+def _client_for(api_key: str, base_url: str) -> openai.AsyncOpenAI:
+    """An SDK client that sends our key and nothing the SDK reads from `OPENAI_*` variables.
+
+    AsyncOpenAI fills organization, project, admin key and webhook secret from OPENAI_ORG_ID,
+    OPENAI_PROJECT_ID, OPENAI_ADMIN_KEY and OPENAI_WEBHOOK_SECRET, and adds every header in
+    OPENAI_CUSTOM_HEADERS (whose Authorization even replaces ours). No constructor value turns
+    that off (None means "read the variable", "" sends an empty header), so it is undone here.
+    OPENAI_BASE_URL and OPENAI_API_KEY are only read when base_url / api_key are None.
+    """
+    client = openai.AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0)
+    client.organization = client.project = None  # None: the header is omitted
+    client.admin_api_key = client.webhook_secret = None
+    client._custom_headers = {}  # what OPENAI_CUSTOM_HEADERS added (no public way to drop it)
+    return client
 
 
 def _error_detail(exc: openai.APIStatusError) -> str:
