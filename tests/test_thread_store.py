@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from exai_mcp.errors import InputError, ThreadError
 from exai_mcp.store import SCHEMA_VERSION, Step, Thread, ThreadStore, default_db_path
+from exai_mcp.store.threads import ThreadEditor
 
 
 class FakeClock:
@@ -332,6 +333,190 @@ def test_one_store_shared_by_two_os_threads_loses_nothing(tmp_path: Path) -> Non
         for w in workers:
             w.join(timeout=60)
         assert numbers(s.get(t.id)) == list(range(1, 101))
+
+
+# -- edit: one transaction per change ------------------------------------------------------
+
+
+def count_rows(store: ThreadStore, table: str) -> int:
+    return store._conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+
+def test_edit_returns_what_change_returns_after_seeing_the_current_thread(
+    store: ThreadStore,
+) -> None:
+    t = store.create("workflow", "debug")
+    store.record_step(t.id, 1, "workflow", {"n": 1})
+    seen: list[Thread] = []
+
+    def look(editor: ThreadEditor) -> str:
+        seen.append(editor.thread)
+        return "decided"
+
+    assert store.edit(t.id, look) == "decided"
+    assert seen == [store.get(t.id)]
+
+
+def test_several_writes_in_one_edit_keep_the_snapshot_equal_to_a_fresh_read() -> None:
+    clock = FakeClock()
+    with ThreadStore(":memory:", clock=clock) as s:
+        t = s.create("workflow", "debug")
+        s.record_step(t.id, 1, "workflow", {"n": 1})
+        s.record_step(t.id, 2, "workflow", {"n": 2})
+        clock.advance_hours(1)
+
+        def change(editor: ThreadEditor) -> Thread:
+            assert numbers(editor.record(2, "workflow", {"n": "2 again"})) == [1, 2]
+            assert numbers(editor.append("analyze", {"q": "why?"})) == [1, 2, 3]
+            after = editor.update(1, {"n": 1, "verdict": "ok"})
+            assert after is editor.thread
+            return after
+
+        got = s.edit(t.id, change)
+        fresh = s.get(t.id)
+        assert got == fresh
+        assert got.expires_at == fresh.expires_at == clock.now + s.ttl_seconds
+        assert got.updated_at == clock.now
+        assert [x.payload for x in got.steps] == [
+            {"n": 1, "verdict": "ok"},
+            {"n": "2 again"},
+            {"q": "why?"},
+        ]
+
+
+def test_a_change_that_raises_after_writing_leaves_nothing_written(store: ThreadStore) -> None:
+    t = store.create("workflow", "debug")
+    store.record_step(t.id, 1, "workflow", {"n": 1})
+    before = store.get(t.id)
+
+    def change(editor: ThreadEditor) -> None:
+        editor.record(1, "workflow", {"n": "replaced"})
+        editor.append("workflow", {"n": 2})
+        raise ValueError("the decision failed")
+
+    with pytest.raises(ValueError, match="decision failed"):
+        store.edit(t.id, change)
+    assert store.get(t.id) == before
+    assert store.get(t.id).updated_at == before.updated_at
+
+
+@pytest.mark.parametrize(
+    "second_write",
+    [
+        pytest.param(lambda e: e.update(7, {}), id="no such step"),
+        pytest.param(lambda e: e.append("workflow", {}), id="thread full"),
+        pytest.param(lambda e: e.record(0, "workflow", {}), id="bad step number"),
+        pytest.param(lambda e: e.append("workflow", {"x": object()}), id="bad payload"),
+    ],
+)
+def test_an_error_from_a_later_write_rolls_back_the_earlier_ones(
+    second_write: Callable[[ThreadEditor], object],
+) -> None:
+    with ThreadStore(":memory:", max_turns=2) as s:
+        t = s.create("workflow", "debug")
+        s.record_step(t.id, 1, "workflow", {"n": 1})
+
+        def change(editor: ThreadEditor) -> None:
+            editor.append("workflow", {"n": 2})
+            second_write(editor)
+
+        with pytest.raises(InputError):  # ThreadError is one too
+            s.edit(t.id, change)
+        assert numbers(s.get(t.id)) == [1]
+
+
+def test_a_refused_write_writes_nothing_and_the_edit_can_go_on() -> None:
+    with ThreadStore(":memory:", max_turns=1) as s:
+        t = s.create("workflow", "debug")
+        s.record_step(t.id, 1, "workflow", {"n": 1})
+
+        def change(editor: ThreadEditor) -> Thread:
+            with pytest.raises(ThreadError, match="EXAI_MAX_THREAD_TURNS=1"):
+                editor.append("workflow", {"n": 2})
+            return editor.record(1, "workflow", {"n": "1 again"})
+
+        assert [x.payload for x in s.edit(t.id, change).steps] == [{"n": "1 again"}]
+        assert [x.payload for x in s.get(t.id).steps] == [{"n": "1 again"}]
+
+
+def test_a_write_failing_half_way_rolls_back_even_if_change_swallows_the_error(
+    store: ThreadStore,
+) -> None:
+    t = store.create("workflow", "debug")
+    store.record_step(t.id, 1, "workflow", {"n": 1})
+    store.record_step(t.id, 2, "workflow", {"n": 2})
+    store._conn.execute(
+        "CREATE TEMP TRIGGER refuse_boom BEFORE INSERT ON steps WHEN NEW.tool = 'boom' "
+        "BEGIN SELECT RAISE(ABORT, 'boom refused'); END"
+    )
+
+    def change(editor: ThreadEditor) -> str:
+        # record() deletes steps >= 1, then its insert fails: the delete must not stick.
+        with pytest.raises(sqlite3.IntegrityError, match="boom refused"):
+            editor.record(1, "boom", {})
+        with pytest.raises(RuntimeError, match="earlier write"):
+            editor.append("workflow", {})
+        return "carried on"
+
+    with pytest.raises(sqlite3.IntegrityError, match="boom refused"):
+        store.edit(t.id, change)
+    assert numbers(store.get(t.id)) == [1, 2]
+
+
+def test_create_and_edit_keeps_the_thread_and_its_first_step(store: ThreadStore) -> None:
+    got = store.create_and_edit("workflow", "debug", lambda e: e.record(1, "workflow", {"n": 1}))
+    assert got.kind == "debug"
+    assert store.get(got.id) == got
+    assert numbers(got) == [1]
+
+
+def test_create_and_edit_whose_change_raises_leaves_no_thread(store: ThreadStore) -> None:
+    def change(editor: ThreadEditor) -> None:
+        editor.record(1, "workflow", {"n": 1})
+        raise InputError("step 1 was wrong after all")
+
+    with pytest.raises(InputError, match="wrong after all"):
+        store.create_and_edit("workflow", "debug", change)
+    assert count_rows(store, "threads") == 0
+    assert count_rows(store, "steps") == 0
+
+
+def test_editing_an_expired_thread_deletes_it_for_good_without_calling_change() -> None:
+    clock = FakeClock()
+    with ThreadStore(":memory:", ttl_hours=1, clock=clock) as s:
+        t = s.create("workflow", "debug")
+        s.record_step(t.id, 1, "workflow", {})
+        clock.advance_hours(2)
+        called: list[ThreadEditor] = []
+        with pytest.raises(ThreadError, match="expired"):
+            s.edit(t.id, called.append)
+        assert called == []
+        assert count_rows(s, "threads") == 0
+        assert count_rows(s, "steps") == 0
+        with pytest.raises(ThreadError, match="is unknown"):
+            s.edit(t.id, called.append)
+
+
+def test_an_editor_cannot_write_once_its_edit_is_over(store: ThreadStore) -> None:
+    t = store.create("workflow", "debug")
+    kept: ThreadEditor = store.edit(t.id, lambda e: e)
+    with pytest.raises(RuntimeError, match="only write while its edit is running"):
+        kept.append("workflow", {})
+    assert store.get(t.id).steps == ()
+
+
+def test_calling_the_store_from_inside_change_fails_instead_of_hanging(
+    store: ThreadStore,
+) -> None:
+    t = store.create("workflow", "debug")
+
+    def change(editor: ThreadEditor) -> None:
+        editor.append("workflow", {})
+        store.get(t.id)
+
+    with pytest.raises(RuntimeError, match="inside an edit"):
+        store.edit(t.id, change)
+    assert store.get(t.id).steps == ()
 
 
 def test_a_closed_store_refuses_work_and_closes_twice_quietly() -> None:

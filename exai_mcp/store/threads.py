@@ -4,11 +4,25 @@ A thread is what a `continuation_id` names: the `workflow` and `analyze` tools r
 step of an investigation in it, so that step N+1 (possibly served by another server process
 on the same machine, or after a restart) sees steps 1..N.
 
+Every change to a thread is one `BEGIN IMMEDIATE` transaction, and a caller whose write
+depends on what it read decides inside it:
+
+    def next_step(editor: ThreadEditor) -> Thread:
+        return editor.record(editor.thread.last_step_number + 1, "workflow", payload)
+
+    thread = store.edit(continuation_id, next_step)
+
+`change` sees the thread as it is when the write lock is taken, so no other writer (thread
+or process) can slip in between its read and its write; if it raises, nothing it wrote
+stays. `record_step`, `append_step` and `update_step_payload` are one-write edits.
+
 Concurrency model: one `sqlite3` connection per `ThreadStore`, opened with
-`check_same_thread=False` and guarded by a `threading.Lock`, because callers run the
-synchronous API in anyio worker threads. Between processes sharing one file, WAL mode,
-a `busy_timeout` and `BEGIN IMMEDIATE` write transactions keep writes serialised: two
-processes recording steps of the same thread can never interleave half-done writes.
+`check_same_thread=False` and guarded by a lock, because callers run the synchronous API in
+anyio worker threads; an edit holds the lock from `BEGIN IMMEDIATE` to `COMMIT`. Between
+processes sharing one file, WAL mode, a `busy_timeout` and `BEGIN IMMEDIATE` keep writes
+serialised: two processes editing the same thread can never interleave. `change` must not
+call the store itself (RuntimeError rather than a deadlock) and should be quick: other
+writers wait for it.
 """
 
 from __future__ import annotations
@@ -18,17 +32,27 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import platformdirs
 
 from exai_mcp.errors import ConfigError, InputError, ThreadError
 
-__all__ = ["SCHEMA_VERSION", "Step", "Thread", "ThreadStore", "default_db_path"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "Step",
+    "Thread",
+    "ThreadEditor",
+    "ThreadStore",
+    "default_db_path",
+]
+
+T = TypeVar("T")
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 5000
@@ -104,7 +128,8 @@ class ThreadStore:
 
     The API is synchronous on purpose: sqlite3 is blocking, so async callers wrap calls in
     `anyio.to_thread.run_sync`. Every public method takes the instance lock, so one store
-    may be shared by many worker threads.
+    may be shared by many worker threads. `edit` and `create_and_edit` are the one write
+    path: the other writing methods are shorthands for them.
     """
 
     def __init__(
@@ -123,7 +148,8 @@ class ThreadStore:
         self.ttl_hours = ttl_hours
         self.max_turns = max_turns
         self._clock = clock
-        self._lock = threading.Lock()
+        # Re-entrant so that a store call made from inside `change` fails instead of hanging.
+        self._lock = threading.RLock()
         self._is_memory = self.path == MEMORY
         if not self._is_memory:
             Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
@@ -193,25 +219,33 @@ class ThreadStore:
 
     # -- public API ---------------------------------------------------------------------
 
+    def edit(self, thread_id: str, change: Callable[[ThreadEditor], T]) -> T:
+        """Load the thread and apply `change` to it in one write transaction.
+
+        `change` gets a `ThreadEditor` whose `thread` is the current snapshot and returns
+        what `edit` returns. If it raises, everything it wrote is rolled back and the
+        exception propagates. ThreadError if the thread is unknown or expired, as `get`.
+        """
+        return self._transact(lambda now: self._load(thread_id, now), change)
+
+    def create_and_edit(
+        self, tool: str, kind: str | None, change: Callable[[ThreadEditor], T]
+    ) -> T:
+        """Create a thread and apply `change` to it in the same transaction.
+
+        If `change` raises, no thread is left behind. Purges expired threads first, as `create`.
+        """
+        _require_text("tool", tool)
+        return self._transact(lambda now: self._insert(tool, kind, now), change)
+
     def create(self, tool: str, kind: str | None) -> Thread:
         """Start a new empty thread; purges expired threads first so the file stays small."""
-        _require_text("tool", tool)
-        thread_id = str(uuid.uuid4())
-        with self._lock, self._write():
-            now = self._clock()
-            self._purge(now)
-            self._conn.execute(
-                "INSERT INTO threads (id, tool, kind, created_at, updated_at, expires_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (thread_id, tool, kind, now, now, now + self.ttl_seconds),
-            )
-            return self._load(thread_id, now)
+        return self.create_and_edit(tool, kind, _snapshot)
 
     def get(self, thread_id: str) -> Thread:
         """The thread with its steps; ThreadError if unknown or expired (never creates one)."""
-        with self._lock, self._write():
-            # A write transaction because an expired thread is deleted right here.
-            return self._load(thread_id, self._clock())
+        # A write transaction because an expired thread is deleted right here.
+        return self.edit(thread_id, _snapshot)
 
     def record_step(self, thread_id: str, number: int, tool: str, payload: dict) -> Thread:
         """Store step `number`: replaces a resent step, drops later steps on backtracking.
@@ -222,75 +256,30 @@ class ThreadStore:
         _require_step_number(number)
         _require_text("tool", tool)
         encoded = _encode(payload)
-        with self._lock, self._write():
-            now = self._clock()
-            self._load_row(thread_id, now)
-            kept = self._conn.execute(
-                "SELECT COUNT(*) FROM steps WHERE thread_id = ? AND number < ?",
-                (thread_id, number),
-            ).fetchone()[0]
-            if kept + 1 > self.max_turns:
-                raise self._full_error(thread_id)
-            self._conn.execute(
-                "DELETE FROM steps WHERE thread_id = ? AND number >= ?", (thread_id, number)
-            )
-            self._conn.execute(
-                "INSERT INTO steps (thread_id, number, tool, payload, recorded_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (thread_id, number, tool, encoded, now),
-            )
-            self._touch(thread_id, now)
-            return self._load(thread_id, now)
+        return self.edit(thread_id, lambda editor: editor._record(number, tool, encoded))
 
     def append_step(self, thread_id: str, tool: str, payload: dict) -> Thread:
         """Store a step after the last one (e.g. `analyze` continuing a workflow thread)."""
         _require_text("tool", tool)
         encoded = _encode(payload)
-        with self._lock, self._write():
-            now = self._clock()
-            self._load_row(thread_id, now)
-            count, last = self._conn.execute(
-                "SELECT COUNT(*), COALESCE(MAX(number), 0) FROM steps WHERE thread_id = ?",
-                (thread_id,),
-            ).fetchone()
-            if count + 1 > self.max_turns:
-                raise self._full_error(thread_id)
-            self._conn.execute(
-                "INSERT INTO steps (thread_id, number, tool, payload, recorded_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (thread_id, last + 1, tool, encoded, now),
-            )
-            self._touch(thread_id, now)
-            return self._load(thread_id, now)
+        return self.edit(thread_id, lambda editor: editor._append(tool, encoded))
 
     def update_step_payload(self, thread_id: str, number: int, payload: dict) -> Thread:
         """Replace the payload of an existing step (e.g. to attach the expert verdict)."""
         _require_step_number(number)
         encoded = _encode(payload)
-        with self._lock, self._write():
-            now = self._clock()
-            self._load_row(thread_id, now)
-            cursor = self._conn.execute(
-                "UPDATE steps SET payload = ? WHERE thread_id = ? AND number = ?",
-                (encoded, thread_id, number),
-            )
-            if cursor.rowcount == 0:
-                raise ThreadError(
-                    f"continuation_id '{thread_id}' has no step {number}; "
-                    "record the step before attaching results to it"
-                )
-            self._touch(thread_id, now)
-            return self._load(thread_id, now)
+        return self.edit(thread_id, lambda editor: editor._update(number, encoded))
 
     def purge_expired(self) -> int:
         """Delete every thread whose TTL has run out; returns how many were deleted."""
-        with self._lock, self._write():
+        with self._lock, self._transaction():
             return self._purge(self._clock())
 
     def close(self) -> None:
         """Close the connection; further calls fail. Safe to call twice."""
         with self._lock:
             if not self._closed:
+                self._refuse_nested()
                 self._closed = True
                 self._conn.close()
 
@@ -307,19 +296,85 @@ class ThreadStore:
 
     # -- internals (caller holds self._lock) --------------------------------------------
 
-    def _write(self) -> _Transaction:
+    def _transact(
+        self, open_thread: Callable[[float], Thread], change: Callable[[ThreadEditor], T]
+    ) -> T:
+        """`open_thread` then `change` in one `BEGIN IMMEDIATE` transaction."""
+        with self._lock:
+            self._begin()
+            try:
+                now = self._clock()
+                thread = open_thread(now)
+            except ThreadError:
+                # Raised before anything but the deletion of an expired thread, which must
+                # stick: the next call should say "unknown", not "expired" again.
+                self._conn.execute("COMMIT")
+                raise
+            except BaseException:
+                self._rollback()
+                raise
+            editor = ThreadEditor(self, thread, now)
+            try:
+                result = change(editor)
+                if editor._broken is not None:
+                    # `change` swallowed a write that failed half-way: keep none of it.
+                    raise editor._broken
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+            finally:
+                editor._closed = True
+            return result
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """`BEGIN IMMEDIATE` ... `COMMIT`, `ROLLBACK` on any exception."""
+        self._begin()
+        try:
+            yield
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+
+    def _begin(self) -> None:
         if self._closed:
             raise RuntimeError("ThreadStore is closed")
-        return _Transaction(self._conn)
+        self._refuse_nested()
+        # BEGIN IMMEDIATE takes the write lock up front, waiting up to busy_timeout, so a
+        # read-then-write sequence cannot be overtaken by another connection.
+        self._conn.execute("BEGIN IMMEDIATE")
+
+    def _refuse_nested(self) -> None:
+        if self._conn.in_transaction:
+            raise RuntimeError(
+                "ThreadStore was called from inside an edit; use the ThreadEditor instead"
+            )
+
+    def _rollback(self) -> None:
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
+
+    def _insert(self, tool: str, kind: str | None, now: float) -> Thread:
+        self._purge(now)
+        thread = Thread(
+            id=str(uuid.uuid4()),
+            tool=tool,
+            kind=kind,
+            created_at=now,
+            updated_at=now,
+            expires_at=now + self.ttl_seconds,
+        )
+        self._conn.execute(
+            "INSERT INTO threads (id, tool, kind, created_at, updated_at, expires_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (thread.id, tool, kind, now, now, thread.expires_at),
+        )
+        return thread
 
     def _purge(self, now: float) -> int:
         return self._conn.execute("DELETE FROM threads WHERE expires_at <= ?", (now,)).rowcount
-
-    def _touch(self, thread_id: str, now: float) -> None:
-        self._conn.execute(
-            "UPDATE threads SET updated_at = ?, expires_at = ? WHERE id = ?",
-            (now, now + self.ttl_seconds, thread_id),
-        )
 
     def _load_row(self, thread_id: str, now: float) -> tuple:
         """The thread's row; deletes it and raises if expired, raises if unknown."""
@@ -372,31 +427,125 @@ class ThreadStore:
         )
 
 
-class _Transaction:
-    """`BEGIN IMMEDIATE` ... `COMMIT`; `ROLLBACK` on an unexpected exception.
+class ThreadEditor:
+    """Writes to one thread inside the transaction `ThreadStore.edit` holds open.
 
-    A ThreadError commits: it is raised before any step is written, and the one write that
-    may precede it (deleting an expired thread) must stick.
+    `thread` is the thread as this transaction sees it and is kept current after each
+    write, so a decision taken from it cannot be overtaken. Each write returns the new
+    snapshot. Refused checks (bad argument, thread full, no such step) write nothing and
+    leave the editor usable; the editor works only while `change` runs.
     """
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
+    __slots__ = ("_broken", "_closed", "_now", "_store", "thread")
 
-    def __enter__(self) -> None:
-        # BEGIN IMMEDIATE takes the write lock up front, waiting up to busy_timeout, so a
-        # read-then-write sequence cannot be overtaken by another process.
-        self._conn.execute("BEGIN IMMEDIATE")
+    def __init__(self, store: ThreadStore, thread: Thread, now: float) -> None:
+        self._store = store
+        self._now = now
+        self.thread = thread
+        self._closed = False
+        self._broken: BaseException | None = None
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None or issubclass(exc_type, ThreadError):
-            self._conn.execute("COMMIT")
-        else:
-            self._conn.execute("ROLLBACK")
+    def record(self, number: int, tool: str, payload: dict) -> Thread:
+        """As `ThreadStore.record_step`: replace step `number` and drop the later steps."""
+        _require_step_number(number)
+        _require_text("tool", tool)
+        return self._record(number, tool, _encode(payload))
+
+    def append(self, tool: str, payload: dict) -> Thread:
+        """As `ThreadStore.append_step`: a new step after the last one."""
+        _require_text("tool", tool)
+        return self._append(tool, _encode(payload))
+
+    def update(self, number: int, payload: dict) -> Thread:
+        """As `ThreadStore.update_step_payload`: replace an existing step's payload."""
+        _require_step_number(number)
+        return self._update(number, _encode(payload))
+
+    # Arguments below are validated and the payload encoded already.
+
+    def _record(self, number: int, tool: str, encoded: str) -> Thread:
+        self._check_open()
+        kept = tuple(s for s in self.thread.steps if s.number < number)
+        if len(kept) + 1 > self._store.max_turns:
+            raise self._store._full_error(self.thread.id)
+        step = Step(number=number, tool=tool, payload=json.loads(encoded), recorded_at=self._now)
+        with self._writing():
+            self._conn.execute(
+                "DELETE FROM steps WHERE thread_id = ? AND number >= ?", (self.thread.id, number)
+            )
+            self._insert_step(step, encoded)
+        return self._changed((*kept, step))
+
+    def _append(self, tool: str, encoded: str) -> Thread:
+        self._check_open()
+        if len(self.thread.steps) + 1 > self._store.max_turns:
+            raise self._store._full_error(self.thread.id)
+        step = Step(
+            number=self.thread.last_step_number + 1,
+            tool=tool,
+            payload=json.loads(encoded),
+            recorded_at=self._now,
+        )
+        with self._writing():
+            self._insert_step(step, encoded)
+        return self._changed((*self.thread.steps, step))
+
+    def _update(self, number: int, encoded: str) -> Thread:
+        self._check_open()
+        old = self.thread.step(number)
+        if old is None:
+            raise ThreadError(
+                f"continuation_id '{self.thread.id}' has no step {number}; "
+                "record the step before attaching results to it"
+            )
+        new = replace(old, payload=json.loads(encoded))
+        with self._writing():
+            self._conn.execute(
+                "UPDATE steps SET payload = ? WHERE thread_id = ? AND number = ?",
+                (encoded, self.thread.id, number),
+            )
+        return self._changed(tuple(new if s is old else s for s in self.thread.steps))
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        return self._store._conn
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("a ThreadEditor can only write while its edit is running")
+        if self._broken is not None:
+            raise RuntimeError("an earlier write of this edit failed; the edit will roll back")
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Marks the editor broken if a write fails part-way, so the edit rolls back."""
+        try:
+            yield
+        except BaseException as exc:
+            self._broken = exc
+            raise
+
+    def _insert_step(self, step: Step, encoded: str) -> None:
+        self._conn.execute(
+            "INSERT INTO steps (thread_id, number, tool, payload, recorded_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (self.thread.id, step.number, step.tool, encoded, step.recorded_at),
+        )
+
+    def _changed(self, steps: tuple[Step, ...]) -> Thread:
+        """Every write restarts the TTL; the snapshot follows without re-reading SQLite."""
+        now, expires_at = self._now, self._now + self._store.ttl_seconds
+        with self._writing():
+            self._conn.execute(
+                "UPDATE threads SET updated_at = ?, expires_at = ? WHERE id = ?",
+                (now, expires_at, self.thread.id),
+            )
+        self.thread = replace(self.thread, steps=steps, updated_at=now, expires_at=expires_at)
+        return self.thread
+
+
+def _snapshot(editor: ThreadEditor) -> Thread:
+    return editor.thread
 
 
 def _require_text(name: str, value: object) -> None:
