@@ -55,6 +55,7 @@ __all__ = [
 T = TypeVar("T")
 
 SCHEMA_VERSION = 1
+_MOVE_ASIDE = 1 << 40  # far above any step number: where steps wait while they are renumbered
 BUSY_TIMEOUT_MS = 5000
 MEMORY = ":memory:"
 
@@ -455,6 +456,35 @@ class ThreadEditor:
         """As `ThreadStore.append_step`: a new step after the last one."""
         _require_text("tool", tool)
         return self._append(tool, _encode(payload))
+
+    def insert(self, number: int, tool: str, payload: dict) -> Thread:
+        """A new step `number`, moving that step and every later one up by one.
+
+        For a step that arrives after a later one (two steps sent at once): it goes where it
+        belongs, and nothing is dropped.
+        """
+        _require_step_number(number)
+        _require_text("tool", tool)
+        encoded = _encode(payload)
+        self._check_open()
+        if len(self.thread.steps) + 1 > self._store.max_turns:
+            raise self._store._full_error(self.thread.id)
+        step = Step(number=number, tool=tool, payload=json.loads(encoded), recorded_at=self._now)
+        moved = tuple(
+            replace(s, number=s.number + 1) if s.number >= number else s for s in self.thread.steps
+        )
+        with self._writing():
+            # Out of the way and back, because the primary key must hold after every row.
+            self._conn.execute(
+                "UPDATE steps SET number = number + ? WHERE thread_id = ? AND number >= ?",
+                (_MOVE_ASIDE + 1, self.thread.id, number),
+            )
+            self._conn.execute(
+                "UPDATE steps SET number = number - ? WHERE thread_id = ? AND number > ?",
+                (_MOVE_ASIDE, self.thread.id, _MOVE_ASIDE),
+            )
+            self._insert_step(step, encoded)
+        return self._changed(tuple(sorted((*moved, step), key=lambda s: s.number)))
 
     def update(self, number: int, payload: dict) -> Thread:
         """As `ThreadStore.update_step_payload`: replace an existing step's payload."""
