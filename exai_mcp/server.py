@@ -32,10 +32,10 @@ from exai_mcp.files import FileAccessPolicy
 from exai_mcp.middleware.breaker import CircuitBreaker
 from exai_mcp.middleware.cache import ResultCache
 from exai_mcp.middleware.deadline import Deadline
-from exai_mcp.middleware.gateway import ProviderGateway
 from exai_mcp.middleware.health import HealthMonitor
 from exai_mcp.middleware.limits import TrackedLimiter
 from exai_mcp.middleware.pipeline import Pipeline
+from exai_mcp.middleware.pool import ProviderPool
 from exai_mcp.middleware.retry import RetryPolicy
 from exai_mcp.middleware.singleflight import SingleFlight
 from exai_mcp.providers.base import Provider
@@ -80,34 +80,49 @@ def build_services(settings: Settings, task_group: TaskGroup) -> Services:
     timeouts = settings.timeouts()
     providers = create_providers(settings)
     provider_limits = {"kimi": settings.kimi_max_inflight, "glm": settings.glm_max_inflight}
-    limits = {name: TrackedLimiter(name, provider_limits[name]) for name in providers}
-    global_limit = TrackedLimiter("global", settings.max_inflight)
-    gateway = ProviderGateway(
+    attempt_timeouts = {"kimi": timeouts.kimi, "glm": timeouts.glm}
+    pool = ProviderPool(
         providers,
-        limits=limits,
         breakers={
             name: CircuitBreaker(
                 name, failures=settings.breaker_failures, cooldown=settings.breaker_cooldown
             )
             for name in providers
         },
-        attempt_timeouts={"kimi": timeouts.kimi, "glm": timeouts.glm},
-        policy=RetryPolicy(max_attempts=settings.max_attempts),
+        limits={name: TrackedLimiter(name, provider_limits[name]) for name in providers},
+        attempt_timeouts={name: attempt_timeouts[name] for name in providers},
     )
-    defaults = {"kimi": settings.kimi_default_model, "glm": settings.glm_default_model}
+    global_limit = TrackedLimiter("global", settings.max_inflight)
+    catalog = ModelCatalog(
+        {
+            name: default
+            for name, default in (
+                ("kimi", settings.kimi_default_model),
+                ("glm", settings.glm_default_model),
+            )
+            if name in providers
+        },
+        settings.default_model,
+    )
+    files = FileAccessPolicy.from_roots(settings.effective_roots(), settings.max_file_bytes)
     pipeline = Pipeline(
         server_deadline=timeouts.server_deadline,
         cache=ResultCache(max_entries=settings.cache_max_entries, ttl=settings.cache_ttl),
         flights=SingleFlight(task_group, grace=settings.cancel_grace),
         global_limit=global_limit,
+        pool=pool,
+        catalog=catalog,
+        files=files,
+        policy=RetryPolicy(max_attempts=settings.max_attempts),
+        max_output_tokens=settings.max_output_tokens,
         progress_interval=settings.progress_interval,
     )
     return Services(
         settings=settings,
         timeouts=timeouts,
-        catalog=ModelCatalog({p: defaults[p] for p in providers}, settings.default_model),
-        gateway=gateway,
-        files=FileAccessPolicy.from_roots(settings.effective_roots(), settings.max_file_bytes),
+        catalog=catalog,
+        pool=pool,
+        files=files,
         store=ThreadStore(
             settings.state_db or default_db_path(),
             ttl_hours=settings.thread_ttl_hours,
@@ -115,7 +130,7 @@ def build_services(settings: Settings, task_group: TaskGroup) -> Services:
         ),
         pipeline=pipeline,
         health=HealthMonitor(
-            [global_limit, *limits.values()],
+            [global_limit, *pool.limits.values()],
             stuck_after=timeouts.server_deadline,
             interval=settings.health_interval,
         ),
@@ -148,6 +163,11 @@ def describe_validation_error(tool: str, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
+def asked_for_progress(ctx: ServerRequestContext[Services]) -> bool:
+    """Whether the client sent a progress token: only then is a progress ticker worth running."""
+    return bool(ctx.meta) and ctx.meta.get("progress_token") is not None
+
+
 def error_result(message: str) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
 
@@ -161,7 +181,7 @@ def build_server(settings: Settings) -> Server[Services]:
     async def lifespan(_server: Server[Services]) -> AsyncIterator[Services]:
         async with anyio.create_task_group() as tg:
             services = build_services(settings, tg)
-            configured = ", ".join(services.gateway.providers) or "none (tool calls will explain)"
+            configured = ", ".join(services.pool.providers) or "none (tool calls will explain)"
             log.info("exai-mcp %s ready; providers: %s", __version__, configured)
             tg.start_soon(services.health.run)
             try:
@@ -169,7 +189,7 @@ def build_server(settings: Settings) -> Server[Services]:
             finally:
                 tg.cancel_scope.cancel()
                 with anyio.CancelScope(shield=True):
-                    for provider in services.gateway.providers.values():
+                    for provider in services.pool.providers.values():
                         await provider.aclose()
                 services.store.close()
 
@@ -194,13 +214,13 @@ def build_server(settings: Settings) -> Server[Services]:
             if spec.direct is not None:
                 output = await spec.direct(args, services)
             else:
-                assert spec.prepare is not None
-                prepare = spec.prepare
+                assert spec.plan is not None
+                plan = spec.plan
                 output = await services.pipeline.run(
                     spec.name,
                     str(ctx.request_id),
-                    lambda call: prepare(args, services, call),
-                    send_progress=ctx.session.report_progress,
+                    lambda: plan(args, services),
+                    send_progress=ctx.session.report_progress if asked_for_progress(ctx) else None,
                     deadline=deadline,
                 )
         except ExaiError as exc:

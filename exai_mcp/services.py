@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from exai_mcp.config import Settings, Timeouts
 from exai_mcp.files import FileAccessPolicy
-from exai_mcp.middleware.gateway import ProviderGateway
 from exai_mcp.middleware.health import HealthMonitor
 from exai_mcp.middleware.pipeline import Pipeline
+from exai_mcp.middleware.pool import ProviderPool
 from exai_mcp.providers.catalog import ModelCatalog
 from exai_mcp.store.threads import ThreadStore
 
@@ -18,7 +18,7 @@ class Services:
     settings: Settings
     timeouts: Timeouts
     catalog: ModelCatalog
-    gateway: ProviderGateway
+    pool: ProviderPool
     files: FileAccessPolicy
     store: ThreadStore
     pipeline: Pipeline

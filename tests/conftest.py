@@ -48,6 +48,13 @@ async def fake() -> AsyncIterator[FakeProvider]:
         yield provider
 
 
+@pytest.fixture
+async def glm_fake() -> AsyncIterator[FakeProvider]:
+    """A second fake provider, for tests where Kimi and GLM must behave differently."""
+    async with FakeProvider() as provider:
+        yield provider
+
+
 def provider_env(fake: FakeProvider, tmp_path: Path, **extra: Any) -> dict[str, str]:
     """Variables for a server that talks to the fake provider as both Kimi and GLM."""
     env = {
@@ -60,6 +67,18 @@ def provider_env(fake: FakeProvider, tmp_path: Path, **extra: Any) -> dict[str, 
     }
     env.update({k: str(v) for k, v in extra.items()})
     return env
+
+
+def settings_for_two(
+    kimi: FakeProvider, glm: FakeProvider, tmp_path: Path, **extra: Any
+) -> Settings:
+    """Settings for Kimi and GLM served by two fakes, so each can misbehave on its own."""
+    return settings_for(
+        kimi,
+        tmp_path,
+        GLM_BASE_URL=glm.base_url("/api/paas/v4"),
+        **extra,
+    )
 
 
 def settings_for(fake: FakeProvider | None, tmp_path: Path, **extra: Any) -> Settings:

@@ -19,7 +19,7 @@ from tests.conftest import (
 
 
 async def call_and_give_up_once_the_provider_has_it(
-    client: Client, fake: FakeProvider, arguments: dict
+    client: Client, fake: FakeProvider, arguments: dict, *, tool: str = "analyze"
 ) -> None:
     """A client that gives up on its call (cancels it) as soon as the provider is working on it."""
     with anyio.CancelScope() as scope:
@@ -30,7 +30,7 @@ async def call_and_give_up_once_the_provider_has_it(
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(cancel_when_seen)
-            await client.call_tool("analyze", arguments)
+            await client.call_tool(tool, arguments)
 
 
 async def test_one_waiter_cancelled_the_others_still_get_the_result(
@@ -119,3 +119,27 @@ async def test_a_cancelled_stdio_call_stops_the_provider_request_and_holds_nothi
         status = await wait_for_status(client, nothing_held)
     assert status["providers"]["kimi"]["requests"] == 1
     assert all(not lim["holders"] for lim in status["limits"].values())
+
+
+async def test_a_caller_who_joins_late_gets_its_own_full_deadline(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    # T=3: the first caller's provider path ends at 3 s, its deadline at 5 s. The first
+    # attempt hangs until its 3 s attempt timeout; a retry joining at 2.5 s gives the shared
+    # execution until 7.5 s, room for a second attempt, which answers.
+    fake.enqueue(Reply(hang=True))
+    settings = settings_for(fake, tmp_path, WORKFLOW_TOOL_TIMEOUT_SECS=3)
+    results: dict[str, object] = {}
+    async with in_process_client(settings) as client, anyio.create_task_group() as tg:
+
+        async def call(who: str) -> None:
+            results[who] = await client.call_tool("analyze", {"text": "slow"})
+
+        tg.start_soon(call, "first")
+        await fake.wait_for_requests(1)
+        await anyio.sleep(2.5)
+        tg.start_soon(call, "late")
+    late = results["late"]
+    assert not late.is_error, late.content  # type: ignore[attr-defined]
+    assert fake.chat_count == 2
+    assert not results["first"].is_error  # type: ignore[attr-defined]

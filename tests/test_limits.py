@@ -12,7 +12,14 @@ from fake_provider import FakeProvider
 from exai_mcp.errors import BusyError
 from exai_mcp.middleware.deadline import Deadline
 from exai_mcp.middleware.limits import Holder, TrackedLimiter
-from tests.conftest import in_process_client, nothing_held, read_status, settings_for
+from tests.conftest import (
+    in_process_client,
+    nothing_held,
+    read_status,
+    settings_for,
+    settings_for_two,
+    wait_for_status,
+)
 
 
 async def test_distinct_calls_never_exceed_the_provider_limit(
@@ -103,3 +110,23 @@ async def test_a_permit_is_released_on_error_and_on_cancellation() -> None:
         async with limiter.hold(Holder("r2", "analyze", "glm"), Deadline.after(10)):
             await anyio.sleep(10)
     assert limiter.in_use() == 0 and limiter.holders() == [] and limiter.borrowers() == 0
+
+
+async def test_a_queue_at_one_provider_never_blocks_a_call_to_the_other(
+    fake: FakeProvider, glm_fake: FakeProvider, tmp_path: Path
+) -> None:
+    fake.hold()
+    settings = settings_for_two(
+        fake, glm_fake, tmp_path, EXAI_MAX_INFLIGHT=4, EXAI_KIMI_MAX_INFLIGHT=1
+    )
+    async with in_process_client(settings) as client, anyio.create_task_group() as tg:
+        for i in range(4):
+            tg.start_soon(client.call_tool, "analyze", {"text": f"kimi {i}", "model": "kimi-k2"})
+        await fake.wait_for_requests(1)
+        await wait_for_status(client, lambda s: s["limits"]["kimi"]["waiting"] == 3)
+        with anyio.fail_after(5):  # today: as long as the Kimi call it queued behind
+            glm = await client.call_tool("analyze", {"text": "glm", "model": "glm-4.6"})
+        status = await read_status(client)
+        fake.release()
+    assert not glm.is_error, glm.content
+    assert status["limits"]["global"]["in_use"] == 1  # only the running Kimi call holds it

@@ -111,3 +111,30 @@ async def test_a_thinking_model_shows_progress_while_it_reasons(
         )
     assert result.structured_content["analysis"] == "Use WAL mode."
     assert any(m.startswith("glm:glm-4.6 is thinking:") for m in messages), messages
+
+
+async def test_a_client_that_sent_no_progress_token_gets_no_progress_ticker(
+    fake: FakeProvider, tmp_path: Path, monkeypatch
+) -> None:
+    from mcp.server.session import ServerSession
+
+    sent: list[str | None] = []
+    original = ServerSession.report_progress
+
+    async def counting(self, progress, total=None, message=None) -> None:  # type: ignore[no-untyped-def]
+        sent.append(message)
+        await original(self, progress, total, message)
+
+    monkeypatch.setattr(ServerSession, "report_progress", counting)
+    fake.latency = 0.3  # several progress intervals
+    settings = settings_for(fake, tmp_path, EXAI_PROGRESS_INTERVAL_SECS=0.05)
+    async with in_process_client(settings) as client:
+        quiet = await client.call_tool("analyze", {"text": "no token"})
+        assert sent == []  # no ticker ran for the client that did not ask
+
+        async def on_progress(_p: float, _t: float | None, _m: str | None) -> None:
+            pass
+
+        await client.call_tool("analyze", {"text": "token"}, progress_callback=on_progress)
+    assert not quiet.is_error
+    assert sent  # the same server does tick for a client that asked

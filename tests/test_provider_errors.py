@@ -143,10 +143,9 @@ async def test_retries_stop_at_the_first_error_that_cannot_be_helped(fake: FakeP
     retried: list[int] = []
     with pytest.raises(BadRequest):
         await call_with_retries(
-            lambda timeout: provider.complete(REQUEST, timeout=timeout),
+            lambda: provider.complete(REQUEST, timeout=2),
             policy=RetryPolicy(max_attempts=5, initial_delay=0.01, max_delay=0.02, jitter=0),
             deadline=Deadline.after(5),
-            attempt_timeout=2,
             on_retry=lambda n, exc, delay: retried.append(n),
         )
     await provider.aclose()

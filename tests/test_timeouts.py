@@ -121,3 +121,16 @@ async def test_a_hanging_provider_ends_the_call_with_a_timeout_before_the_server
     assert elapsed < settings.timeouts().server_deadline
     assert fake.chat_count == 1  # no budget left for a second attempt
     await fake.wait_for_disconnects(1)  # the abandoned attempt's connection was closed
+
+
+def test_a_nested_budget_moves_with_the_deadline_it_was_cut_from() -> None:
+    from exai_mcp.middleware.deadline import Deadline
+
+    deadline = Deadline.after(10)
+    budget = deadline.within(4)
+    assert 3.9 < budget.remaining() <= 4
+    deadline.extend_to(deadline.at + 5)
+    assert 8.9 < budget.remaining() <= 9  # still 6 s before the end of its parent
+    deadline.extend_to(deadline.at - 100)  # never earlier
+    assert 8.9 < budget.remaining() <= 9
+    assert Deadline.after(1).within(5).remaining() <= 1  # never past its parent

@@ -403,7 +403,9 @@ async def test_a_retried_one_step_workflow_is_served_from_the_cache(
 
     assert fake.chat_count == 1
     assert retry["cached"] is True
-    assert retry["continuation_id"] == first["continuation_id"]
+    # The answer is shared; the thread is not: each caller continues a thread of its own.
+    assert retry["continuation_id"] != first["continuation_id"]
+    assert retry["expert_analysis"] == first["expert_analysis"]
 
 
 async def test_a_final_step_sent_twice_at_once_makes_one_provider_request(

@@ -4,10 +4,12 @@
     async with breaker.guard():        # raises BreakerOpen at once while the provider is open
         result = await call_provider()
 
-After `failures` consecutive failures (5xx, timeouts, connection errors; not 4xx, not rate
-limits, not cancellation) the breaker opens for `cooldown` seconds. Then one probe call is let
-through: success closes it, failure opens it again. `available()` lets `model=auto` route
-around an open provider.
+The pipeline checks it before every attempt, not once per call, and counts every failed
+attempt: after `failures` consecutive ones (timeouts, 5xx, malformed replies, unreachable
+hosts; not 4xx, not rate limits, not cancellation) it opens for `cooldown` seconds. A rejected
+key (HTTP 401/403) opens it at once: the provider cannot serve us until the key changes, which
+takes a restart, or the cooldown passes. Then one probe attempt is let through: success closes
+it, failure opens it again. `available()` lets `model=auto` route around an open provider.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from enum import StrEnum
 
-from exai_mcp.errors import BreakerOpen, ProviderError, RateLimited
+from exai_mcp.errors import AuthRejected, BreakerOpen, ProviderError, RateLimited
+from exai_mcp.middleware.call import Call, Next
 
 
 class BreakerState(StrEnum):
@@ -37,6 +40,7 @@ class CircuitBreaker:
         "_consecutive",
         "_opened_at",
         "_probing",
+        "_reason",
         "cooldown",
         "failures",
         "name",
@@ -58,6 +62,7 @@ class CircuitBreaker:
         self._consecutive = 0
         self._opened_at: float | None = None
         self._probing = False
+        self._reason = ""
         self.times_opened = 0
 
     @property
@@ -81,8 +86,10 @@ class CircuitBreaker:
         try:
             yield
         except BaseException as exc:
-            if counts_as_failure(exc):
-                self._record_failure()
+            if isinstance(exc, AuthRejected):
+                self._record_failure(f"its API key was rejected: {exc}", at_once=True)
+            elif counts_as_failure(exc):
+                self._record_failure(f"{self._consecutive + 1} consecutive failures, last: {exc}")
             elif probe:
                 self._probing = False  # inconclusive (cancelled, 4xx): let the next call probe
             raise
@@ -99,19 +106,21 @@ class CircuitBreaker:
         retry_in = max(0.0, (self._opened_at or 0) + self.cooldown - self._clock())
         when = f"in {retry_in:.0f} s" if state is BreakerState.OPEN else "when the probe call ends"
         raise BreakerOpen(
-            f"{self.name} is failing ({self._consecutive} consecutive failures) and is paused: it "
-            f"will be tried again {when}. Use model=auto or a model of another provider meanwhile.",
+            f"{self.name} is paused ({self._reason}); it will be tried again {when}. Use "
+            "model=auto or a model of another provider meanwhile.",
             provider=self.name,
         )
 
     def _record_success(self) -> None:
+        self._reason = ""
         self._consecutive = 0
         self._opened_at = None
         self._probing = False
 
-    def _record_failure(self) -> None:
+    def _record_failure(self, reason: str, *, at_once: bool = False) -> None:
         self._consecutive += 1
-        if self._probing or self._consecutive >= self.failures:
+        if at_once or self._probing or self._consecutive >= self.failures:
+            self._reason = reason
             if self._opened_at is None or self._probing:
                 self.times_opened += 1
             self._opened_at = self._clock()
@@ -122,4 +131,17 @@ class CircuitBreaker:
             "state": self.state.value,
             "consecutive_failures": self._consecutive,
             "times_opened": self.times_opened,
+            "reason": self._reason,
         }
+
+
+class CheckBreaker:
+    """Layer, before every attempt: a paused provider fails at once, and every failed
+    attempt counts, including the timeout that used up the call's budget."""
+
+    def __init__(self, breakers: dict[str, CircuitBreaker]) -> None:
+        self.breakers = breakers
+
+    async def __call__(self, call: Call, call_next: Next) -> object:
+        async with self.breakers[call.provider].guard():
+            return await call_next(call)

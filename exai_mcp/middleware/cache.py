@@ -4,6 +4,8 @@
     hit = cache.get(key)          # None on a miss; counts hits and misses
     cache.put(key, result)
 
+As layers: `ServeFromCache` before single-flight, `KeepInCache` inside the shared execution.
+
 Built on `cachetools.TTLCache`: entries expire after `ttl` seconds and, when full, the least
 recently used one is evicted. Only successful results are ever stored; `0` for either bound
 disables the cache.
@@ -11,9 +13,12 @@ disables the cache.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Generic, TypeVar
 
 from cachetools import TTLCache
+
+from exai_mcp.middleware.call import Answer, Call, Next
 
 T = TypeVar("T")
 
@@ -63,3 +68,30 @@ class ResultCache(Generic[T]):
             "hits": self.hits,
             "misses": self.misses,
         }
+
+
+class ServeFromCache:
+    """Layer: a call whose answer is already in the cache costs nothing."""
+
+    def __init__(self, cache: ResultCache[Answer]) -> None:
+        self.cache = cache
+
+    async def __call__(self, call: Call, call_next: Next) -> Answer:
+        hit = self.cache.get(call.key) if call.key is not None else None
+        if hit is not None:
+            return dataclasses.replace(hit, cached=True)
+        return await call_next(call)
+
+
+class KeepInCache:
+    """Layer, inside the shared execution: the answer is kept even when every caller has
+    left meanwhile, so their retry finds it."""
+
+    def __init__(self, cache: ResultCache[Answer]) -> None:
+        self.cache = cache
+
+    async def __call__(self, call: Call, call_next: Next) -> Answer:
+        answer: Answer = await call_next(call)
+        if call.key is not None:
+            self.cache.put(call.key, answer)
+        return answer

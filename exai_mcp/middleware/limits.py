@@ -8,6 +8,10 @@ Built on `anyio.CapacityLimiter` (FIFO, and it records its borrowers). The permi
 given back by one async context manager, so every exit path (return, error, cancellation,
 deadline) releases it. Waiting counts against the request's deadline: a caller that cannot get a
 permit in time gets `BusyError` saying how long it waited and how many were ahead of it.
+
+In the pipeline a call takes its provider's permit first and the global one second, for one
+attempt at a time, so no call ever holds a permit while it waits for another it may not get
+soon: a queue at one provider never blocks a call to the other (no head-of-line blocking).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from dataclasses import dataclass, field
 import anyio
 
 from exai_mcp.errors import BusyError
+from exai_mcp.middleware.call import Call, Next
 from exai_mcp.middleware.deadline import Deadline
 
 _ids = itertools.count(1)
@@ -109,3 +114,29 @@ class TrackedLimiter:
 
     def stats(self) -> dict[str, int]:
         return {"limit": self.total, "in_use": self.in_use(), "waiting": self.waiting()}
+
+
+class ProviderLimit:
+    """Layer: at most the provider's limit of attempts run at once (EXAI_<P>_MAX_INFLIGHT)."""
+
+    def __init__(self, limits: dict[str, TrackedLimiter]) -> None:
+        self.limits = limits
+
+    async def __call__(self, call: Call, call_next: Next) -> object:
+        holder = Holder(call.request_id, call.tool, call.provider)
+        async with self.limits[call.provider].hold(holder, call.deadline, on_wait=call.report):
+            return await call_next(call)
+
+
+class GlobalLimit:
+    """Layer: at most EXAI_MAX_INFLIGHT provider requests at once across all providers.
+
+    Taken after the provider's permit, so only calls that are about to run hold it."""
+
+    def __init__(self, limit: TrackedLimiter) -> None:
+        self.limit = limit
+
+    async def __call__(self, call: Call, call_next: Next) -> object:
+        holder = Holder(call.request_id, call.tool, call.provider)
+        async with self.limit.hold(holder, call.deadline, on_wait=call.report):
+            return await call_next(call)

@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
+from exai_mcp.middleware.call import Call, Next
+
 
 @dataclass(slots=True)
 class CallStats:
     count: int = 0
     errors: int = 0
-    cache_hits: int = 0
     _durations: deque[float] = field(default_factory=lambda: deque(maxlen=2048))
 
     def record(self, seconds: float, *, ok: bool) -> None:
@@ -31,7 +32,6 @@ class CallStats:
         return {
             "count": self.count,
             "errors": self.errors,
-            "cache_hits": self.cache_hits,
             "p50_ms": None if p50 is None else round(p50 * 1000, 1),
             "p95_ms": None if p95 is None else round(p95 * 1000, 1),
         }
@@ -51,3 +51,19 @@ class ProviderStats:
             "successes": self.successes,
             "errors": dict(self.errors),
         }
+
+
+class CountCalls:
+    """Layer: every call's outcome and its time from arrival, whatever happened below."""
+
+    def __init__(self, stats: CallStats) -> None:
+        self.stats = stats
+
+    async def __call__(self, call: Call, call_next: Next) -> object:
+        ok = False
+        try:
+            result = await call_next(call)
+            ok = True
+            return result
+        finally:
+            self.stats.record(call.deadline.elapsed(), ok=ok)

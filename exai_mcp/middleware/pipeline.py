@@ -1,40 +1,60 @@
-"""The one place a tool call's journey is assembled, outermost layer first:
+"""The one place a tool call's journey is assembled: the list in `Pipeline.__init__`, read top
+to bottom, is the path from the client's request to the provider's HTTP request.
 
-    deadline  ->  result cache  ->  single-flight  ->  global limit  ->  tool
-                                                          (tool -> gateway: breaker -> provider
-                                                           limit -> retries -> attempt timeout)
-
-Every tool that does work goes through `Pipeline.run`; adding a layer is one module and one
-line here. Progress for the request is reported throughout and stops before the result is
-returned.
+Each layer is `async (call, call_next)` and does one job around `await call_next(call)`.
+Adding a layer is one module and one line in the list. Above `ShareIdenticalCalls` a layer
+works for one caller; below it, for the one execution that identical callers share.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+from typing import Any
 
-from pydantic import BaseModel
+from exai_mcp.files import FileAccessPolicy
+from exai_mcp.middleware.attempt import CallProvider
+from exai_mcp.middleware.breaker import CheckBreaker
+from exai_mcp.middleware.cache import KeepInCache, ResultCache, ServeFromCache
+from exai_mcp.middleware.call import Answer, Call, Layer, Next, Plan, call_key
+from exai_mcp.middleware.deadline import Deadline, EnforceDeadline, ProviderBudget
+from exai_mcp.middleware.limits import GlobalLimit, ProviderLimit, TrackedLimiter
+from exai_mcp.middleware.metrics import CallStats, CountCalls
+from exai_mcp.middleware.pool import ProviderPool
+from exai_mcp.middleware.progress import ReportProgress, SendProgress
+from exai_mcp.middleware.prompt import BuildPrompt
+from exai_mcp.middleware.retry import RetryAttempts, RetryPolicy
+from exai_mcp.middleware.routing import RouteToProvider
+from exai_mcp.middleware.singleflight import ShareIdenticalCalls, SingleFlight
+from exai_mcp.providers.catalog import ModelCatalog
 
-from exai_mcp.middleware.cache import ResultCache
-from exai_mcp.middleware.context import CallContext, Prepared
-from exai_mcp.middleware.deadline import Deadline
-from exai_mcp.middleware.limits import Holder, TrackedLimiter
-from exai_mcp.middleware.metrics import CallStats
-from exai_mcp.middleware.progress import ProgressReporter, SendProgress
-from exai_mcp.middleware.singleflight import Flight, SingleFlight
 
-Out = TypeVar("Out", bound=BaseModel)
+class RunTool:
+    """Layer: the tool plans the call, and finishes it for this caller with the answer.
+
+    Everything below works on the shared answer; `finish` writes this caller's own state (its
+    thread), so callers that share an answer never share a thread.
+    """
+
+    async def __call__(self, call: Call, call_next: Next) -> object:
+        plan: Plan[Any] = await call.prepare()
+        if plan.ask is None:
+            return await plan.finish(None)
+        key = call_key(call.tool, plan.key) if plan.key is not None else None
+        answer: Answer = await call_next(call.replace(plan=plan, key=key))
+        return await plan.finish(answer)
 
 
-def call_key(tool: str, material: dict[str, Any]) -> str:
-    """sha256 of canonical JSON: key order and whitespace in the client's JSON do not matter."""
-    canonical = json.dumps(
-        {"tool": tool, **material}, sort_keys=True, separators=(",", ":"), default=str
-    )
-    return hashlib.sha256(canonical.encode()).hexdigest()
+def compose(layers: Sequence[Layer]) -> Next:
+    """The layers as one handler: each one's `call_next` is the rest of the list."""
+
+    async def end(_call: Call) -> Any:
+        raise AssertionError("the last layer answers without calling call_next")
+
+    handler: Next = end
+    for layer in reversed(layers):
+        handler = partial(layer, call_next=handler)
+    return handler
 
 
 class Pipeline:
@@ -42,68 +62,62 @@ class Pipeline:
         self,
         *,
         server_deadline: float,
-        cache: ResultCache[BaseModel],
-        flights: SingleFlight[BaseModel],
+        cache: ResultCache[Answer],
+        flights: SingleFlight[Answer],
         global_limit: TrackedLimiter,
+        pool: ProviderPool,
+        catalog: ModelCatalog,
+        files: FileAccessPolicy,
+        policy: RetryPolicy,
+        max_output_tokens: int,
         progress_interval: float,
     ) -> None:
         self.server_deadline = server_deadline
         self.cache = cache
         self.flights = flights
         self.global_limit = global_limit
-        self.progress_interval = progress_interval
         self.calls = CallStats()
+        self.layers: list[Layer] = [
+            ReportProgress(progress_interval),  # this caller's progress, if it asked
+            EnforceDeadline(),  # this caller's deadline, from its arrival
+            CountCalls(self.calls),  # outcome and latency, whatever happens below
+            RunTool(),  # plan the call; finish it for this caller (its own thread)
+            ServeFromCache(cache),  # an answer already known costs nothing
+            ShareIdenticalCalls(flights),  # one execution for identical calls; shared below
+            KeepInCache(cache),  # kept even if every caller left meanwhile
+            ProviderBudget(),  # the tool's budget within the latest waiter's deadline
+            RouteToProvider(pool, catalog, min_attempt=policy.min_attempt),  # auto fails over
+            BuildPrompt(files, max_output_tokens=max_output_tokens),  # fit the model's window
+            RetryAttempts(policy, pool.stats),  # each attempt below is retried in budget
+            CheckBreaker(pool.breakers),  # before every attempt; every failure counts
+            ProviderLimit(dict(pool.limits)),  # the provider's permit first...
+            GlobalLimit(global_limit),  # ...then the global one: held only while running
+            CallProvider(pool),  # one HTTP request under the attempt timeout
+        ]
+        self._handle = compose(self.layers)
 
     async def run(
         self,
         tool: str,
         request_id: str,
-        prepare: Callable[[CallContext], Awaitable[Prepared[Out]]],
+        prepare: Callable[[], Awaitable[Plan[Any]]],
         *,
         send_progress: SendProgress | None = None,
         deadline: Deadline | None = None,
-    ) -> Out:
+    ) -> Any:
         """Run one call within its deadline (counted from `deadline`'s start: the arrival)."""
-        deadline = deadline or Deadline.after(self.server_deadline)
-        reporter = ProgressReporter(send_progress, self.progress_interval)
-        ok = False
-        try:
-            async with reporter.running():
-                with deadline.enforce(f"the {tool} request"):
-                    call = CallContext(request_id, tool, deadline, reporter.update)
-                    result = await self._run(call, await prepare(call))
-            ok = True
-            return result
-        finally:
-            self.calls.record(deadline.elapsed(), ok=ok)
-
-    async def _run(self, call: CallContext, prepared: Prepared[Out]) -> Out:
-        if prepared.key is None:
-            return await self._limited(call, prepared)
-        key = call_key(call.tool, prepared.key)
-        hit = self.cache.get(key)
-        if hit is not None:
-            self.calls.cache_hits += 1
-            return hit.model_copy(update={"cached": True})  # type: ignore[return-value]
-
-        async def shared(flight: Flight[BaseModel]) -> BaseModel:
-            # The execution reports to every waiter and runs to the first caller's deadline.
-            shared_call = CallContext(call.request_id, call.tool, flight.deadline, flight.report)
-            result = await self._limited(shared_call, prepared)
-            self.cache.put(key, result)
-            return result
-
-        return await self.flights.run(  # type: ignore[return-value]
-            key, shared, deadline=call.deadline, progress=call.report
+        call = Call(
+            tool=tool,
+            request_id=request_id,
+            deadline=deadline or Deadline.after(self.server_deadline),
+            prepare=prepare,
+            send_progress=send_progress,
         )
-
-    async def _limited(self, call: CallContext, prepared: Prepared[Out]) -> Out:
-        holder = Holder(call.request_id, call.tool, None)
-        async with self.global_limit.hold(holder, call.deadline, on_wait=call.report):
-            return await prepared.execute(call)
+        return await self._handle(call)
 
     def stats(self) -> dict[str, object]:
         snapshot = self.calls.snapshot()
+        snapshot["cache_hits"] = self.cache.hits
         snapshot["coalesced_waiters"] = self.flights.coalesced
         snapshot["abandoned_after_grace"] = self.flights.grace_cancellations
         return snapshot

@@ -8,7 +8,8 @@
 
 A client that resets its timeout on progress never gives up on a call that is still working:
 the last message is re-sent at least every `interval` seconds. Updates arriving in a burst
-(tokens streaming in) are coalesced so a fast stream cannot flood the client.
+(tokens streaming in) are coalesced so a fast stream cannot flood the client. A client that
+sent no progress token gets no reporter at all: no ticking task, no notifications.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import anyio
+
+from exai_mcp.middleware.call import Call, Next
 
 log = logging.getLogger(__name__)
 
@@ -81,3 +84,17 @@ class ProgressReporter:
                 log.debug("progress notification not sent: %s", exc)
             next_beat = anyio.current_time() + self.interval
             await anyio.sleep(spacing)  # coalesce bursts, e.g. tokens streaming in
+
+
+class ReportProgress:
+    """Layer: progress for this caller while its call runs, if it asked for progress."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+
+    async def __call__(self, call: Call, call_next: Next) -> object:
+        if call.send_progress is None:
+            return await call_next(call)
+        reporter = ProgressReporter(call.send_progress, self.interval)
+        async with reporter.running():
+            return await call_next(call.replace(report=reporter.update))

@@ -1,11 +1,11 @@
-"""Retries with tenacity, bounded by the request's deadline, and a timeout on every attempt.
+"""Retries with tenacity, bounded by the request's deadline.
 
     policy = RetryPolicy(max_attempts=3)
-    result = await call_with_retries(attempt, policy=policy, deadline=deadline,
-                                     attempt_timeout=60, on_retry=report)
+    result = await call_with_retries(attempt, policy=policy, deadline=deadline, on_retry=report)
 
-`attempt(timeout)` is awaited at most `max_attempts` times. Retried: rate limits (waiting at least
-the provider's Retry-After), 5xx, attempt timeouts and connection errors, with exponential
+`attempt()` is awaited at most `max_attempts` times; each attempt's own timeout is set by the
+attempt layer below. Retried: rate limits (waiting at least the provider's Retry-After), 5xx,
+attempt timeouts and connection errors, with exponential
 backoff and jitter. Never retried: 4xx, validation errors, cancellation. No attempt, and no
 backoff sleep, starts unless it can finish within the deadline: when the time left cannot fit
 another try, the call ends with `DeadlineExceeded` naming the last error.
@@ -13,11 +13,10 @@ another try, the call ends with `DeadlineExceeded` naming the last error.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-import anyio
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -27,8 +26,10 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from exai_mcp.errors import DeadlineExceeded, ProviderError, ProviderTimeout, RateLimited
+from exai_mcp.errors import DeadlineExceeded, ProviderError, RateLimited
+from exai_mcp.middleware.call import Call, Next
 from exai_mcp.middleware.deadline import Deadline
+from exai_mcp.middleware.metrics import ProviderStats
 
 T = TypeVar("T")
 
@@ -49,13 +50,11 @@ def is_retryable(exc: BaseException) -> bool:
 
 
 async def call_with_retries(
-    attempt: Callable[[float], Awaitable[T]],
+    attempt: Callable[[], Awaitable[T]],
     *,
     policy: RetryPolicy,
     deadline: Deadline,
-    attempt_timeout: float,
     on_retry: Callable[[int, BaseException, float], None] | None = None,
-    what: str = "the provider",
 ) -> T:
     backoff = wait_exponential_jitter(
         multiplier=policy.initial_delay, max=policy.max_delay, jitter=policy.jitter
@@ -89,7 +88,7 @@ async def call_with_retries(
     try:
         async for try_ in retrying:
             with try_:
-                return await _one_attempt(attempt, attempt_timeout, deadline, what)
+                return await attempt()
     except ProviderError as exc:
         if out_of_time and is_retryable(exc):
             raise DeadlineExceeded(
@@ -100,14 +99,23 @@ async def call_with_retries(
     raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
 
 
-async def _one_attempt(
-    attempt: Callable[[float], Awaitable[T]], attempt_timeout: float, deadline: Deadline, what: str
-) -> T:
-    timeout = min(attempt_timeout, deadline.remaining())
-    if timeout <= 0:
-        raise DeadlineExceeded("the request's budget ran out before the provider could be called")
-    with anyio.move_on_after(timeout) as scope:
-        return await attempt(timeout)
-    if scope.cancelled_caught:
-        raise ProviderTimeout(f"{what} did not finish within {timeout:.1f} s")
-    raise AssertionError("unreachable")  # pragma: no cover
+class RetryAttempts:
+    """Layer: attempts (everything below it) are retried within the call's budget."""
+
+    def __init__(self, policy: RetryPolicy, stats: Mapping[str, ProviderStats]) -> None:
+        self.policy = policy
+        self.stats = stats
+
+    async def __call__(self, call: Call, call_next: Next) -> object:
+        stats = self.stats[call.provider]
+        label = call.model.label if call.model else call.provider
+
+        def on_retry(attempt_number: int, exc: BaseException, delay: float) -> None:
+            stats.retries += 1
+            call.report(
+                f"{label}: attempt {attempt_number} failed ({exc}); retrying in {delay:.1f} s"
+            )
+
+        return await call_with_retries(
+            lambda: call_next(call), policy=self.policy, deadline=call.deadline, on_retry=on_retry
+        )

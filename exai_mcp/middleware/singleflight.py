@@ -4,7 +4,8 @@
     result = await flights.run(key, work, deadline=deadline, progress=reporter)
 
 The shared execution belongs to no single caller: it runs in the server's task group, and each
-caller only waits for it. A cancelled waiter just leaves. When the last waiter has left, the
+caller only waits for it. It runs until the latest deadline among its waiters: a client's retry
+that joins late is given its own full deadline, not what is left of the first caller's. A cancelled waiter just leaves. When the last waiter has left, the
 execution goes on for `grace` seconds so that an identical call arriving then (a client retrying
 after its own timeout) joins it instead of paying for a second provider call; when the grace
 period ends with nobody waiting, the execution is cancelled, which aborts its provider request.
@@ -22,6 +23,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from exai_mcp.errors import ExaiError
+from exai_mcp.middleware.call import Answer, Call, Next
 from exai_mcp.middleware.deadline import Deadline
 
 T = TypeVar("T")
@@ -46,7 +48,7 @@ class Flight(Generic[T]):
 
     def __init__(self, key: str, deadline: Deadline) -> None:
         self.key = key
-        self.deadline = deadline
+        self.deadline = deadline.copy()
         self.done = anyio.Event()
         self.scope = anyio.CancelScope()
         self.waiters = 0
@@ -91,6 +93,7 @@ class SingleFlight(Generic[T]):
             self._tg.start_soon(self._execute, flight, work, name=f"flight {key[:12]}")
         else:
             self.coalesced += 1
+            flight.deadline.extend_to(deadline.at)
             if flight._grace_scope is not None:
                 flight._grace_scope.cancel()
         flight.waiters += 1
@@ -150,3 +153,25 @@ class SingleFlight(Generic[T]):
         if self._flights.get(flight.key) is flight:
             del self._flights[flight.key]
         flight.scope.cancel()
+
+
+class ShareIdenticalCalls:
+    """Layer: callers of identical calls wait for one execution; below it, the call is the
+    shared execution (its deadline, progress fanned out to every waiter)."""
+
+    def __init__(self, flights: SingleFlight[Answer]) -> None:
+        self.flights = flights
+
+    async def __call__(self, call: Call, call_next: Next) -> Answer:
+        if call.key is None:
+            return await call_next(call)
+
+        async def shared(flight: Flight[Answer]) -> Answer:
+            answer: Answer = await call_next(
+                call.replace(deadline=flight.deadline, report=flight.report)
+            )
+            return answer
+
+        return await self.flights.run(
+            call.key, shared, deadline=call.deadline, progress=call.report
+        )

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import time
+import dataclasses
 from typing import Annotated, Literal
 
 import anyio
 from mcp_types import ToolAnnotations
 from pydantic import Field, model_validator
 
-from exai_mcp.files import estimate_tokens
-from exai_mcp.middleware.context import CallContext, Prepared
-from exai_mcp.providers.base import ChatRequest
+from exai_mcp.middleware.call import Answer, ExpertRequest, Plan, call_key
 from exai_mcp.services import Services
-from exai_mcp.tools.base import AnswerOutput, ToolInput, ToolSpec, Usage, cap_reply
+from exai_mcp.store.threads import Thread, ThreadEditor
+from exai_mcp.tools.base import AnswerOutput, ToolInput, ToolSpec, Usage
 from exai_mcp.tools.history import load_thread, render_history, revision
+
+TOOL_NAME = "analyze"
 
 Focus = Literal["general", "architecture", "performance", "security", "quality"]
 
@@ -35,7 +36,6 @@ SYSTEM_PROMPT = (
     "the numbered listings, rank findings by importance, say how sure you are, and do not "
     "invent code you were not shown. {focus}"
 )
-FILE_SHARE_OF_CONTEXT = 0.6  # the rest is left for the question, the history and the answer
 
 
 class AnalyzeInput(ToolInput):
@@ -102,84 +102,102 @@ class AnalyzeOutput(AnswerOutput):
         return self.analysis + footer
 
 
-async def prepare(
-    args: AnalyzeInput, services: Services, call: CallContext
-) -> Prepared[AnalyzeOutput]:
-    model = services.catalog.resolve(args.model, available=services.gateway.available)
+async def plan(args: AnalyzeInput, services: Services) -> Plan[AnalyzeOutput]:
+    model = services.catalog.resolve(args.model, available=services.pool.available)
     # Check paths now, so a bad one is an error before any provider time is spent.
     files = await services.files.snapshot_async(args.files)
     thread = (
         await load_thread(services.store, args.continuation_id) if args.continuation_id else None
     )
-    key = {
-        "args": args.model_dump(exclude={"model"}),
+    asked = {
+        "args": args.model_dump(exclude={"model", "continuation_id"}),
         "model": model.label,
         "files": files,
-        "thread": revision(thread) if thread else None,
     }
+    # What this question is, in any thread: a resent follow-up is found by it, and keyed on
+    # the thread as it was before its first copy, so the retry joins or hits the cache.
+    question_key = call_key(TOOL_NAME, asked)
+    if thread is not None and _asked_last(thread, question_key):
+        thread = dataclasses.replace(thread, steps=thread.steps[:-1])
+    question = (args.text or "Analyse these files.").strip()
+    history = render_history(thread) if thread else ""
 
-    async def execute(call: CallContext) -> AnalyzeOutput:
-        history = render_history(thread) if thread else ""
-        question = (args.text or "Analyse these files.").strip()
-        budget = int(model.context_window * FILE_SHARE_OF_CONTEXT) - estimate_tokens(
-            question + history
-        )
-        embedded = (
-            await services.files.embed_async(args.files, max(budget, 0)) if args.files else None
-        )
-        user = "\n\n".join(
-            part
-            for part in (history, f"Question:\n{question}", embedded.text if embedded else "")
-            if part
-        )
-        request = ChatRequest(
-            model=model.id,
-            system=SYSTEM_PROMPT.format(focus=FOCUS_PROMPTS[args.focus]),
-            user=user,
-            temperature=args.temperature,
-        )
-        started = time.monotonic()
-        result = await services.gateway.complete(
-            request, model, call, budget=services.timeouts.tool
-        )
-        duration_ms = int((time.monotonic() - started) * 1000)
-        text, truncated = cap_reply(result.text, services.settings.max_output_tokens)
-        thread_id = await _record(services, thread.id if thread else None, question, args, text)
+    async def finish(answer: Answer | None) -> AnalyzeOutput:
+        assert answer is not None
+        thread_id = await _record(services, thread, question_key, question, args, answer.text)
         return AnalyzeOutput(
-            analysis=text,
-            model=result.model,
-            provider=result.provider,
+            analysis=answer.text,
+            model=answer.model,
+            provider=answer.provider,
             usage=Usage(
-                prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens
+                prompt_tokens=answer.prompt_tokens, completion_tokens=answer.completion_tokens
             ),
-            duration_ms=duration_ms,
-            files_included=embedded.included if embedded else [],
-            files_left_out=[f"{p}: {why}" for p, why in embedded.left_out] if embedded else [],
+            duration_ms=answer.duration_ms,
+            files_included=list(answer.files_included),
+            files_left_out=[f"{p}: {why}" for p, why in answer.files_left_out],
             continuation_id=thread_id,
-            truncated=truncated,
+            truncated=answer.truncated,
+            cached=answer.cached,
         )
 
-    return Prepared(key=key, execute=execute)
+    return Plan(
+        key={**asked, "thread": revision(thread) if thread else None},
+        ask=ExpertRequest(
+            system=SYSTEM_PROMPT.format(focus=FOCUS_PROMPTS[args.focus]),
+            intro="\n\n".join(part for part in (history, f"Question:\n{question}") if part),
+            files=tuple(args.files),
+            temperature=args.temperature,
+            budget=services.timeouts.tool,
+        ),
+        model=model,
+        auto=args.model.strip().lower() == "auto",
+        finish=finish,
+    )
+
+
+def _asked_last(thread: Thread, question_key: str) -> bool:
+    last = thread.last_step
+    return last is not None and last.payload.get("question_key") == question_key
 
 
 async def _record(
-    services: Services, thread_id: str | None, question: str, args: AnalyzeInput, answer: str
+    services: Services,
+    thread: Thread | None,
+    question_key: str,
+    question: str,
+    args: AnalyzeInput,
+    answer: str,
 ) -> str:
-    """Keep the exchange in a thread so analyze or workflow can continue it later."""
+    """Keep the exchange in this caller's thread, so analyze or workflow can continue it.
+
+    A caller without a continuation_id gets a thread of its own, even when its answer was
+    shared or cached. A resent follow-up is stored once: the check and the write are one
+    transaction.
+    """
     digest = f"Question ({args.focus}): {question}\nFiles: {', '.join(args.files) or 'none'}\nExpert answer:\n{answer}"
-    payload = {"question": question, "files": args.files, "focus": args.focus, "digest": digest}
+    payload = {
+        "question": question,
+        "files": args.files,
+        "focus": args.focus,
+        "question_key": question_key,
+        "digest": digest,
+    }
+
+    def append_once(editor: ThreadEditor) -> str:
+        if not _asked_last(editor.thread, question_key):
+            editor.append(TOOL_NAME, payload)
+        return editor.thread.id
 
     def write() -> str:
-        store = services.store
-        tid = thread_id or store.create("analyze", None).id
-        store.append_step(tid, "analyze", payload)
-        return tid
+        if thread is None:
+            return services.store.create_and_edit(TOOL_NAME, None, append_once)
+        return services.store.edit(thread.id, append_once)
 
     return await anyio.to_thread.run_sync(write)
 
 
 TOOL = ToolSpec(
-    name="analyze",
+    name=TOOL_NAME,
     title="Expert analysis",
     description=(
         "Ask a Kimi or GLM expert model for a second opinion on a question, text or files "
@@ -196,5 +214,5 @@ TOOL = ToolSpec(
         idempotent_hint=True,
         open_world_hint=True,
     ),
-    prepare=prepare,
+    plan=plan,
 )

@@ -1,9 +1,9 @@
 """What a tool is: its pydantic input and output models (the schema), and its handler.
 
 A tool's input model is its JSON schema, its validation and its documentation (the field
-descriptions are what the assistant reads). `prepare` validates everything it can before any
-work starts and returns a `Prepared` call for the pipeline; `direct` tools (`status`) bypass the
-pipeline entirely.
+descriptions are what the assistant reads). `plan` validates everything it can before any
+work starts and returns a `Plan` for the pipeline (what to ask the expert, and how to finish
+the call for its caller); `direct` tools (`status`) bypass the pipeline entirely.
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ from typing import Any
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field
 
-from exai_mcp.files import estimate_tokens
-from exai_mcp.middleware.context import CallContext, Prepared
+from exai_mcp.middleware.call import Plan
 from exai_mcp.services import Services
 
 
@@ -63,22 +62,5 @@ class ToolSpec:
     input_model: type[ToolInput]
     output_model: type[ToolOutput]
     annotations: ToolAnnotations
-    prepare: Callable[[Any, Services, CallContext], Awaitable[Prepared[Any]]] | None = None
+    plan: Callable[[Any, Services], Awaitable[Plan[Any]]] | None = None
     direct: Callable[[Any, Services], Awaitable[ToolOutput]] | None = None
-
-
-def cap_reply(text: str, max_tokens: int) -> tuple[str, bool]:
-    """Cut a reply over the output budget, saying so: never a silent truncation."""
-    total = estimate_tokens(text)
-    if total <= max_tokens:
-        return text, False
-    kept = text[: max_tokens * 4]
-    cut_at = kept.rfind("\n")
-    if cut_at > len(kept) // 2:
-        kept = kept[:cut_at]
-    marker = (
-        f"\n\n[exai-mcp: reply cut at about {max_tokens} of {total} estimated tokens "
-        "(EXAI_MAX_OUTPUT_TOKENS). To get the rest, ask a narrower question, send fewer files, "
-        "or continue this thread with continuation_id and ask for the remaining part.]"
-    )
-    return kept + marker, True

@@ -77,16 +77,17 @@ class StatusOutput(ToolOutput):
 
 
 async def status(_args: StatusInput, services: Services) -> StatusOutput:
-    gateway = services.gateway
-    limiters = [services.pipeline.global_limit, *gateway.limits.values()]
+    pool = services.pool
+    limiters = [services.pipeline.global_limit, *pool.limits.values()]
     providers: dict[str, dict[str, Any]] = {}
     for name in ("kimi", "glm"):
-        configured = name in gateway.providers
+        configured = name in pool.providers
         entry: dict[str, Any] = {"configured": configured}
         if configured:
-            entry["base_url"] = gateway.providers[name].base_url
-            entry["breaker"] = gateway.breakers[name].stats()
-            entry.update(gateway.stats[name].snapshot())
+            entry["base_url"] = pool.providers[name].base_url
+            entry["available_for_auto"] = pool.available(name)
+            entry["breaker"] = pool.breakers[name].stats()
+            entry.update(pool.stats[name].snapshot())
         providers[name] = entry
     return StatusOutput(
         version=__version__,

@@ -30,17 +30,14 @@ from mcp_types import ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from exai_mcp.errors import InputError, ThreadError
-from exai_mcp.files import estimate_tokens
-from exai_mcp.middleware.context import CallContext, Prepared
-from exai_mcp.providers.base import ChatRequest
+from exai_mcp.middleware.call import Answer, ExpertRequest, Plan
 from exai_mcp.services import Services
-from exai_mcp.store.threads import Thread
+from exai_mcp.store.threads import Step, Thread, ThreadEditor
 from exai_mcp.tools.base import (
     AnswerOutput,
     ToolInput,
     ToolSpec,
     Usage,
-    cap_reply,
     compact_schema,
 )
 from exai_mcp.tools.history import render_history, revision
@@ -76,8 +73,6 @@ KIND_HINTS = {
     "precommit": "git changes",
     "docgen": "docs",
 }
-# Room kept free for estimation error: the chars/4 estimate runs low on dense code.
-ESTIMATE_MARGIN = 0.1
 # The payload keys that are the step itself; the rest (digest, expert verdict) derive from them.
 DERIVED_KEYS = frozenset({"digest", "expert"})
 
@@ -272,71 +267,78 @@ def _reported(payload: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in payload.items() if k not in DERIVED_KEYS}
 
 
-def _slot(thread: Thread, args: WorkflowInput, payload: dict[str, Any]) -> tuple[int, bool]:
-    """The thread step number this workflow step is stored under, and whether it is a resend.
+Placement = Literal["resend", "replace", "insert", "append"]
+
+
+def _slot(thread: Thread, args: WorkflowInput, payload: dict[str, Any]) -> tuple[int, Placement]:
+    """Where this workflow step goes in the thread, and how.
 
     A thread may hold other tools' steps (an analyze exchange) and earlier investigations, so
     workflow step N is not always thread step N. The current investigation runs from the
-    latest workflow step 1. A step identical to the thread's last step is a client's retry.
-    Step 1 after a finished investigation, or of another kind, starts a new investigation
-    after the last step. Otherwise a step number the investigation already holds (or passed)
-    replaces that step and drops the later ones (backtracking); a new one goes at the end.
+    latest workflow step 1. Step 1 after a finished investigation, or of another kind, starts
+    a new one after the last step. Within the investigation:
+    - a step identical to one it holds under the same number is a client's retry: kept as is;
+    - a step number it holds, with new content, replaces that step and drops the later ones
+      (backtracking);
+    - a step number it does not hold goes before the first higher one (steps sent at once
+      arrive in any order: none is dropped), or at the end.
     """
-    last = thread.last_step
-    if (
-        last is not None
-        and last.tool == TOOL_NAME
-        and last.payload.get("workflow_step") == args.step_number
-        and _reported(last.payload) == _reported(payload)
-    ):
-        return last.number, True
     after_last = thread.last_step_number + 1
     workflow_steps = [s for s in thread.steps if s.tool == TOOL_NAME]
     starts = [i for i, s in enumerate(workflow_steps) if s.payload.get("workflow_step") == 1]
     run = workflow_steps[starts[-1] :] if starts else []
     if not run:
-        return after_last, False
+        return after_last, "append"
     run_kind = run[0].payload.get("kind")
     finished = run[-1].payload.get("next_step_required") is False
+    same_number = [s for s in run if s.payload.get("workflow_step") == args.step_number]
+    if any(_reported(s.payload) == _reported(payload) for s in same_number):
+        return same_number[0].number, "resend"
     if args.step_number == 1 and (finished or run_kind != args.kind):
-        return after_last, False
+        return after_last, "append"
     if run_kind != args.kind:
         raise InputError(
             f"continuation_id '{thread.id}' holds a {run_kind} workflow; send "
             f"kind='{run_kind}', or start a {args.kind} workflow on this thread with step_number=1"
         )
+    if same_number:
+        return same_number[0].number, "replace"
     for s in run:
-        if s.payload.get("workflow_step", 0) >= args.step_number:
-            return s.number, False
-    return after_last, False
+        if s.payload.get("workflow_step", 0) > args.step_number:
+            return s.number, "insert"
+    return after_last, "append"
 
 
 def _record(services: Services, args: WorkflowInput, payload: dict[str, Any]) -> tuple[Thread, int]:
-    """Create or load the thread and store the step; runs in a worker thread (sqlite)."""
-    store = services.store
+    """Create or load the thread and store the step; runs in a worker thread (sqlite).
+
+    The slot is chosen inside the write transaction, so steps sent at once never overwrite
+    each other: each sees the thread as the previous one left it.
+    """
+
+    def store_step(editor: ThreadEditor) -> tuple[Thread, int]:
+        slot, placement = _slot(editor.thread, args, payload)
+        if placement == "insert":
+            editor.insert(slot, TOOL_NAME, payload)
+        elif placement != "resend":  # a resend keeps the stored copy and any verdict on it
+            editor.record(slot, TOOL_NAME, payload)
+        return editor.thread, slot
+
     if args.continuation_id is None:
-        if args.step_number != 1:
-            raise InputError(
-                f"step_number {args.step_number} needs the continuation_id returned by step 1; "
-                "start a new workflow with step_number=1"
-            )
-        thread = store.create(TOOL_NAME, args.kind)
-    else:
-        thread = store.get(args.continuation_id)
-    slot, resend = _slot(thread, args, payload)
-    if resend:
-        return thread, slot  # keep the stored copy and any verdict on it
-    return store.record_step(thread.id, slot, TOOL_NAME, payload), slot
+        return services.store.create_and_edit(TOOL_NAME, args.kind, store_step)
+    return services.store.edit(args.continuation_id, store_step)
 
 
 def _attach_verdict(services: Services, thread_id: str, slot: int, payload: dict) -> None:
-    """Store the verdict on its step, unless the step was replaced meanwhile."""
-    store = services.store
+    """Store the verdict on its step, unless the step was replaced meanwhile (one transaction)."""
+
+    def attach(editor: ThreadEditor) -> None:
+        current = editor.thread.step(slot)
+        if current is not None and _reported(current.payload) == _reported(payload):
+            editor.update(slot, payload)
+
     try:
-        current = store.get(thread_id).step(slot)
-        if current is None or _reported(current.payload) != _reported(payload):
-            return
-        store.update_step_payload(thread_id, slot, payload)
+        services.store.edit(thread_id, attach)
     except ThreadError as exc:  # expired or full: the answer still reaches the client
         log.warning("could not store the workflow verdict: %s", exc)
 
@@ -411,21 +413,39 @@ def parse_json_verdict(text: str) -> dict[str, Any] | None:
 # --------------------------------------------------------------------------- the tool
 
 
-async def prepare(
-    args: WorkflowInput, services: Services, call: CallContext
-) -> Prepared[WorkflowOutput]:
+async def plan(args: WorkflowInput, services: Services) -> Plan[WorkflowOutput]:
     kind = get_kind(args.kind)
+    if args.continuation_id is None and args.step_number != 1:
+        raise InputError(
+            f"step_number {args.step_number} needs the continuation_id returned by step 1; "
+            "start a new workflow with step_number=1"
+        )
     # A bad path is an error at the step that names it, before anything is recorded.
     await services.files.snapshot_async(_unique([*args.relevant_files, *args.files_checked]))
     if args.model.strip().lower() != "auto":  # an explicit model is checked at every step
-        services.catalog.resolve(args.model, available=services.gateway.available)
+        services.catalog.resolve(args.model, available=services.pool.available)
 
     payload = _step_payload(args)
-    thread, slot = await anyio.to_thread.run_sync(_record, services, args, payload)
     final = not args.next_step_required
+    skip = (
+        None
+        if not final
+        else "use_expert is false"
+        if not args.use_expert
+        else "confidence is 'certain'"
+        if args.confidence == "certain"
+        else None
+    )
+    # A one-step investigation that asks the expert keeps nothing until it has its verdict,
+    # so a client's retry of it leaves no orphan thread behind: each caller's thread is
+    # created when its answer arrives (see `finish`).
+    draft = final and skip is None and args.continuation_id is None
+    if draft:
+        thread, slot = _draft_thread(payload), 1
+    else:
+        thread, slot = await anyio.to_thread.run_sync(_record, services, args, payload)
     total = args.total_steps if final else max(args.total_steps, args.step_number + 1)
     base = dict(
-        continuation_id=thread.id,
         kind=args.kind,
         step_number=args.step_number,
         total_steps=max(total, args.step_number),
@@ -434,8 +454,8 @@ async def prepare(
         thread=_summary(thread, args.confidence),
     )
     if not final:
-        pause = WorkflowOutput(status=f"pause_for_{args.kind}", **base)
-        return Prepared(key=None, execute=lambda _call: _ready(pause))
+        pause = WorkflowOutput(status=f"pause_for_{args.kind}", continuation_id=thread.id, **base)
+        return Plan(finish=lambda _answer: _ready(pause))
 
     complete = dict(
         base,
@@ -445,88 +465,94 @@ async def prepare(
         relevant_files=_all_relevant_files(thread),
         issues=[_issue_line(i) for i in _all_issues(thread)],
     )
-    skip = (
-        "use_expert is false"
-        if not args.use_expert
-        else "confidence is 'certain'"
-        if args.confidence == "certain"
-        else None
-    )
     if skip:
         local = WorkflowOutput(
             **complete,
+            continuation_id=thread.id,
             expert_note=f"{skip}, so the workflow completed locally without a provider call.",
         )
-        return Prepared(key=None, execute=lambda _call: _ready(local))
+        return Plan(finish=lambda _answer: _ready(local))
 
-    model = services.catalog.resolve(args.model, available=services.gateway.available)
+    model = services.catalog.resolve(args.model, available=services.pool.available)
     key = {
         "args": args.model_dump(mode="json", exclude={"model"}),
         "model": model.label,
         "files": await services.files.snapshot_async(complete["relevant_files"], strict=False),
-        # A thread this call created holds nothing before the step; its id must not stop a
-        # retried one-step workflow from matching.
-        "thread": revision(thread, before=slot) if args.continuation_id else None,
+        "thread": None if draft else revision(thread, before=slot),
     }
 
-    async def execute(call: CallContext) -> WorkflowOutput:
-        system = kind.system_prompt
-        history = _render_thread(thread, kind)
-        closing = (
-            f"Give your verdict on this {kind.title} now, as the one JSON object your "
-            "instructions describe."
-        )
-        files = complete["relevant_files"]
-        answer_room = min(services.settings.max_output_tokens, model.context_window // 4)
-        budget = (
-            int(model.context_window * (1 - ESTIMATE_MARGIN))
-            - answer_room
-            - estimate_tokens(system + history + closing)
-        )
-        embedded = await services.files.embed_async(files, max(budget, 0)) if files else None
-        user = "\n\n".join(
-            part
-            for part in (
-                history,
-                "Relevant files, with line numbers:\n" + embedded.text if embedded else "",
-                closing,
-            )
-            if part
-        )
-        request = ChatRequest(
-            model=model.id, system=system, user=user, temperature=args.temperature
-        )
-        started = time.monotonic()
-        result = await services.gateway.complete(
-            request, model, call, budget=services.timeouts.expert
-        )
-        duration_ms = int((time.monotonic() - started) * 1000)
-        text, truncated = cap_reply(result.text, services.settings.max_output_tokens)
-
+    async def finish(answer: Answer | None) -> WorkflowOutput:
+        assert answer is not None
         verdict = dict(payload)
-        verdict["expert"] = {"text": text, "model": result.model, "provider": result.provider}
+        verdict["expert"] = {
+            "text": answer.text,
+            "model": answer.model,
+            "provider": answer.provider,
+        }
         verdict["digest"] = _digest(verdict)
-        await anyio.to_thread.run_sync(_attach_verdict, services, thread.id, slot, verdict)
+        if draft:
+            thread_id = await anyio.to_thread.run_sync(
+                _create_with_verdict, services, args, verdict
+            )
+        else:
+            thread_id = thread.id
+            await anyio.to_thread.run_sync(_attach_verdict, services, thread_id, slot, verdict)
         return WorkflowOutput(
             **complete,
+            continuation_id=thread_id,
             expert_used=True,
             expert_analysis=ExpertAnalysis(
-                text=text,
-                json_verdict=parse_json_verdict(text),
-                model=result.model,
-                provider=result.provider,
+                text=answer.text,
+                json_verdict=parse_json_verdict(answer.text),
+                model=answer.model,
+                provider=answer.provider,
                 usage=TokenUsage(
-                    prompt_tokens=result.prompt_tokens,
-                    completion_tokens=result.completion_tokens,
+                    prompt_tokens=answer.prompt_tokens,
+                    completion_tokens=answer.completion_tokens,
                 ),
-                duration_ms=duration_ms,
-                truncated=truncated,
+                duration_ms=answer.duration_ms,
+                truncated=answer.truncated,
             ),
-            files_included=embedded.included if embedded else [],
-            files_left_out=[f"{p}: {why}" for p, why in embedded.left_out] if embedded else [],
+            files_included=list(answer.files_included),
+            files_left_out=[f"{p}: {why}" for p, why in answer.files_left_out],
+            cached=answer.cached,
         )
 
-    return Prepared(key=key, execute=execute)
+    return Plan(
+        key=key,
+        ask=ExpertRequest(
+            system=kind.system_prompt,
+            intro=_render_thread(thread, kind),
+            files=tuple(complete["relevant_files"]),
+            files_heading="Relevant files, with line numbers:\n",
+            closing=(
+                f"Give your verdict on this {kind.title} now, as the one JSON object your "
+                "instructions describe."
+            ),
+            temperature=args.temperature,
+            budget=services.timeouts.expert,
+        ),
+        model=model,
+        auto=args.model.strip().lower() == "auto",
+        finish=finish,
+    )
+
+
+def _draft_thread(payload: dict[str, Any]) -> Thread:
+    """The thread a one-step investigation will have, before it is stored."""
+    now = time.time()
+    step = Step(number=1, tool=TOOL_NAME, payload=payload, recorded_at=now)
+    return Thread(
+        id="", tool=TOOL_NAME, kind=payload["kind"], created_at=now, updated_at=now, steps=(step,)
+    )
+
+
+def _create_with_verdict(services: Services, args: WorkflowInput, verdict: dict[str, Any]) -> str:
+    def record(editor: ThreadEditor) -> str:
+        editor.record(1, TOOL_NAME, verdict)
+        return editor.thread.id
+
+    return services.store.create_and_edit(TOOL_NAME, args.kind, record)
 
 
 async def _ready(output: WorkflowOutput) -> WorkflowOutput:
@@ -557,5 +583,5 @@ TOOL = ToolSpec(
         idempotent_hint=True,
         open_world_hint=True,
     ),
-    prepare=prepare,
+    plan=plan,
 )

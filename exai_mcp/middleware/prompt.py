@@ -1,0 +1,75 @@
+"""The expert call as a model sees it: the prompt built for the chosen model, the reply capped.
+
+Files are embedded whole, within what the model's context window leaves after the system
+prompt, the tool's text, room for the answer and a margin for estimation error; a file that
+does not fit is listed with the reason, never cut. The reply is cut at EXAI_MAX_OUTPUT_TOKENS,
+saying so. Built after routing, so a call that moves to another provider is rebuilt for that
+model's window.
+"""
+
+from __future__ import annotations
+
+import time
+
+from exai_mcp.files import FileAccessPolicy, estimate_tokens
+from exai_mcp.middleware.call import Answer, Call, Next
+from exai_mcp.providers.base import ChatRequest, ChatResult
+
+# Room kept free for estimation error: the chars/4 estimate runs low on dense code.
+ESTIMATE_MARGIN = 0.1
+
+
+def cap_reply(text: str, max_tokens: int) -> tuple[str, bool]:
+    """Cut a reply over the output budget, saying so: never a silent truncation."""
+    total = estimate_tokens(text)
+    if total <= max_tokens:
+        return text, False
+    kept = text[: max_tokens * 4]
+    cut_at = kept.rfind("\n")
+    if cut_at > len(kept) // 2:
+        kept = kept[:cut_at]
+    marker = (
+        f"\n\n[exai-mcp: reply cut at about {max_tokens} of {total} estimated tokens "
+        "(EXAI_MAX_OUTPUT_TOKENS). To get the rest, ask a narrower question, send fewer files, "
+        "or continue this thread with continuation_id and ask for the remaining part.]"
+    )
+    return kept + marker, True
+
+
+class BuildPrompt:
+    def __init__(self, files: FileAccessPolicy, *, max_output_tokens: int) -> None:
+        self.files = files
+        self.max_output_tokens = max_output_tokens
+
+    async def __call__(self, call: Call, call_next: Next) -> Answer:
+        ask = call.ask
+        assert call.model is not None, "routing comes first"
+        window = call.model.context_window
+        answer_room = min(self.max_output_tokens, window // 4)
+        file_budget = (
+            int(window * (1 - ESTIMATE_MARGIN))
+            - answer_room
+            - estimate_tokens(ask.system + ask.intro + ask.closing)
+        )
+        embedded = (
+            await self.files.embed_async(ask.files, max(file_budget, 0)) if ask.files else None
+        )
+        files_text = f"{ask.files_heading}{embedded.text}" if embedded and embedded.text else ""
+        user = "\n\n".join(part for part in (ask.intro, files_text, ask.closing) if part)
+        chat = ChatRequest(
+            model=call.model.id, system=ask.system, user=user, temperature=ask.temperature
+        )
+        started = time.monotonic()
+        result: ChatResult = await call_next(call.replace(chat=chat))
+        text, truncated = cap_reply(result.text, self.max_output_tokens)
+        return Answer(
+            text=text,
+            model=result.model,
+            provider=result.provider,
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+            duration_ms=int((time.monotonic() - started) * 1000),
+            truncated=truncated,
+            files_included=tuple(embedded.included) if embedded else (),
+            files_left_out=tuple(embedded.left_out) if embedded else (),
+        )
