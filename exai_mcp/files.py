@@ -13,15 +13,28 @@ Refused, each with a reason naming the rule and what is allowed:
 - a path that does not exist, or is not a regular file (directory, device, fifo, socket);
 - a path outside the allowed roots once symlinks and `..` are resolved, so a link inside a
   root cannot smuggle out a file from elsewhere;
-- a secret location, because credentials must never leave the machine by accident:
-  any path component `.ssh`, `.gnupg`, `.aws`, `.azure`, `.kube`, `.docker` or
-  `.config/gcloud`; files named `.env` or `.env.*` (except `.env.example`, `.env.sample`,
-  `.env.template`), `.netrc`, `.pgpass`, `.npmrc`, `.pypirc`; private keys `id_rsa`,
-  `id_ed25519`, `id_ecdsa`, `id_dsa` (also with a `_name`/`-name` suffix; the `.pub` halves
-  are allowed); `*.pem`, `*.key`, `*.p12`, `*.pfx`; `credentials*.json`.
+- a secret location, because credentials must never leave the machine by accident. The rules
+  are data, `secret_paths.gitignore`, matched by `exai_mcp.secret_rules` (which says how names
+  are normalised, so `id_rsa.bak~`, `ID_RSA` and `server.pem ` count as their originals).
+  They are matched against every spelling of the path: as given, as it reads after each
+  symlink met while resolving it (at any depth of a chain of links), and resolved; so neither
+  a secret directory reached through an innocently named link, nor an innocently named link
+  to a secret, nor a secret name halfway along a chain of links gets through. They cover
+  system credential files (`/etc/shadow`, `/etc/sudoers`, anything under `/proc`, `/sys`,
+  `/run/secrets`), credential directories (`.ssh`, `.gnupg`, `.aws`, `.azure`, `.kube`,
+  `.docker`, `.config/gcloud`, ...), `.env` files but not their templates, token and password
+  files (`.netrc`, `.git-credentials`, `.vault-token`, `credentials`, `secrets.yaml`,
+  `*.tfstate`, shell histories, ...), and private keys and key stores (`id_rsa*` but not
+  `*.pub`, `*.pem`, `*.key`, `*.p12`, `*.jks`, `*.kdbx`, ...).
   The only override is a root that explicitly names the secret location: a root that is, or
-  lies inside, the matched directory (e.g. EXAI_ALLOWED_ROOTS=~/.ssh) or, for a file-name
-  rule, a root that is that very file. A broad root such as the home directory never does;
+  lies inside, the matched directory (e.g. EXAI_ALLOWED_ROOTS=~/.ssh) or, for a file rule, a
+  root that is that very file (a location reached through a link counts as its target too).
+  Every rule a path matches needs its own override, and a broad root such as the home
+  directory or `/` never is one. All of this is decided from the path alone, before the file
+  is opened;
+- a file holding a secret whatever its name: a private key block, an AWS secret access key, a
+  service-account `"private_key"` (see `secret_content`), found in the first 8 KiB when
+  checked and in the whole file when read. Only a root that is that very file overrides it;
 - a file larger than the limit (checked again when it is read, since files grow);
 - a file that cannot be read (permission denied);
 - a binary file: a NUL byte in the first 8 KiB, or more than 30% of its bytes not valid UTF-8.
@@ -35,7 +48,7 @@ text, never silently dropped and never cut mid-file.
 
 from __future__ import annotations
 
-import fnmatch
+import errno
 import functools
 import math
 import os
@@ -48,6 +61,7 @@ from typing import BinaryIO
 import anyio.to_thread
 
 from exai_mcp.errors import FileAccessError
+from exai_mcp.secret_rules import SecretHit, secret_content, secret_hits
 
 __all__ = [
     "DEFAULT_MAX_FILE_BYTES",
@@ -64,12 +78,7 @@ DEFAULT_MAX_FILE_BYTES = 1 << 20
 _SNIFF_BYTES = 8192
 _BINARY_UNDECODABLE_RATIO = 0.30
 
-_SECRET_DIRS = frozenset({".ssh", ".gnupg", ".aws", ".azure", ".kube", ".docker"})
-_SECRET_DIR_PAIRS = ((".config", "gcloud"),)
-_SECRET_NAMES = frozenset({".netrc", ".pgpass", ".npmrc", ".pypirc"})
-_ENV_ALLOWED = frozenset({".env.example", ".env.sample", ".env.template"})
-_PRIVATE_KEYS = ("id_rsa", "id_ed25519", "id_ecdsa", "id_dsa")
-_SECRET_SUFFIXES = (".pem", ".key", ".p12", ".pfx")
+_MAX_SYMLINK_HOPS = 40  # as Linux allows in one path lookup
 
 _NOTE_HEADER = "--- NOTE: these files were NOT included ---"
 
@@ -77,40 +86,50 @@ _NOTE_HEADER = "--- NOTE: these files were NOT included ---"
 # --------------------------------------------------------------------------- secret rules
 
 
-def _file_name_rule(name: str) -> str | None:
-    """The secret rule a file name matches, or None."""
-    lower = name.lower()
-    if lower == ".env" or (lower.startswith(".env.") and lower not in _ENV_ALLOWED):
-        return ".env" if lower == ".env" else ".env.*"
-    if lower in _SECRET_NAMES:
-        return lower
-    if not lower.endswith(".pub"):
-        for key in _PRIVATE_KEYS:
-            if lower == key or lower.startswith((key + "_", key + "-")):
-                return f"private key {key}"
-    for suffix in _SECRET_SUFFIXES:
-        if lower.endswith(suffix):
-            return f"*{suffix}"
-    if fnmatch.fnmatchcase(lower, "credentials*.json"):
-        return "credentials*.json"
-    return None
+def _spellings(path: Path) -> list[Path]:
+    """Every spelling of the absolute `path` met while resolving it, the given one first.
+
+    Each symlink on the way, at any depth, adds the path as it reads with that link replaced by
+    its target. A component that is missing or cannot be read is taken as it is.
+    """
+    spellings = [path]
+    done = Path(path.anchor)
+    todo = list(path.parts[1:])
+    hops = 0
+    while todo:
+        part = todo.pop(0)
+        if part == "..":
+            done = done.parent
+            continue
+        here = done / part
+        try:
+            target = Path(os.readlink(here))
+        except OSError:  # not a link, or nothing there
+            done = here
+            continue
+        hops += 1
+        if hops > _MAX_SYMLINK_HOPS:
+            raise OSError(errno.ELOOP, "too many levels of symbolic links", str(path))
+        if target.is_absolute():
+            done = Path(target.anchor)
+        todo[:0] = target.parts[1:] if target.is_absolute() else target.parts
+        spellings.append(done.joinpath(*todo))
+    return spellings
 
 
-def _secret_matches(path: Path) -> list[tuple[str, Path]]:
-    """Every secret rule `path` matches, each with the location it protects."""
-    parts = path.parts
-    found: list[tuple[str, Path]] = []
-    for i, part in enumerate(parts):
-        lower = part.lower()
-        if lower in _SECRET_DIRS:
-            found.append((lower, Path(*parts[: i + 1])))
-        for first, second in _SECRET_DIR_PAIRS:
-            if i > 0 and lower == second and parts[i - 1].lower() == first:
-                found.append((f"{first}/{second}", Path(*parts[: i + 1])))
-    rule = _file_name_rule(path.name)
-    if rule is not None:
-        found.append((rule, path))
-    return found
+def _named_by(hit: SecretHit, roots: Sequence[Path]) -> bool:
+    """Whether a root names the hit's location explicitly: inside its directory, or the file."""
+    places = (Path(hit.location), Path(os.path.realpath(hit.location)))
+    if hit.is_dir:
+        return any(root.is_relative_to(place) for root in roots for place in places)
+    return any(root == place for root in roots for place in places)
+
+
+def _secret_refusal(given: str, what: str) -> FileAccessError:
+    return FileAccessError(
+        given,
+        f"{what} and is never sent to a model unless EXAI_ALLOWED_ROOTS names it explicitly",
+    )
 
 
 # --------------------------------------------------------------------------- rendering
@@ -237,10 +256,18 @@ class FileAccessPolicy:
             raise FileAccessError(given, "is not a regular file")
         return handle
 
+    def _refuse_secret_content(self, given: str, resolved: Path, data: bytes) -> None:
+        """Refuse `data` holding a secret, unless a root is exactly this file."""
+        found = secret_content(data)
+        if found is not None and resolved not in self.roots:
+            raise _secret_refusal(given, f"holds a secret ({found})")
+
     def check(self, path: str) -> Path:
         """The resolved path if a tool may read it; otherwise `FileAccessError` naming the rule.
 
-        Cheap: resolve, a `stat` and an 8 KiB read (for permission and binary sniffing).
+        Cheap: resolve, a `readlink` per path component, a `stat` and an 8 KiB read (for
+        permission, secret and binary sniffing). Secret locations are refused before the file
+        is touched.
         """
         given = str(path)
         if not given or not Path(given).is_absolute():
@@ -259,13 +286,16 @@ class FileAccessPolicy:
                 f"is outside the allowed roots ({self._roots_text()}); "
                 "set EXAI_ALLOWED_ROOTS to allow it",
             )
-        for rule, location in _secret_matches(resolved):
-            if not any(root.is_relative_to(location) for root in containing):
-                raise FileAccessError(
-                    given,
-                    f"is a secret location ({rule}) and is never sent to a model "
-                    "unless EXAI_ALLOWED_ROOTS names it explicitly",
-                )
+        try:
+            spellings = [*_spellings(Path(given)), resolved]
+        except (OSError, RuntimeError, ValueError):
+            raise FileAccessError(
+                given, "cannot be resolved (a symlink loop or an invalid path)"
+            ) from None
+        for spelled in spellings:
+            for hit in secret_hits(spelled):
+                if not _named_by(hit, containing):
+                    raise _secret_refusal(given, f"is a secret location ({hit.rule})")
 
         try:
             info = resolved.stat()
@@ -287,13 +317,14 @@ class FileAccessPolicy:
                 raise FileAccessError(given, _PERMISSION_REASON) from None
             except OSError as exc:
                 raise FileAccessError(given, f"cannot be read ({exc.strerror or exc})") from None
+        self._refuse_secret_content(given, resolved, sample)
         # The sample may end mid-character; that costs at most 3 bytes of the 30% allowance.
         if _looks_binary(sample):
             raise FileAccessError(given, _BINARY_REASON)
         return resolved
 
     def read_text(self, path: Path) -> str:
-        """The file's text (UTF-8, undecodable bytes replaced); size and binary re-checked."""
+        """The file's text (UTF-8, undecodable bytes replaced); size, secrets, binary re-checked."""
         given = str(path)
         with self._open(given, path) as handle:
             try:
@@ -305,6 +336,7 @@ class FileAccessPolicy:
                 raise FileAccessError(given, f"cannot be read ({exc.strerror or exc})") from None
         if len(data) > self.max_file_bytes:
             raise self._too_big(given, max(size, len(data)))
+        self._refuse_secret_content(given, Path(path), data)
         if _looks_binary(data):
             raise FileAccessError(given, _BINARY_REASON)
         return data.decode("utf-8", errors="replace")

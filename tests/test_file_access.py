@@ -175,7 +175,7 @@ def test_dot_env_example_files_are_allowed(policy, root, name):
 @pytest.mark.parametrize("name", ["id_rsa", "id_ed25519", "id_ecdsa", "id_dsa", "id_rsa_work"])
 def test_private_key_names_are_refused_as_secret(policy, root, name):
     reason = refusal(policy, write(root / "keys" / name)).reason
-    assert reason.startswith("is a secret location (private key id_")
+    assert reason.startswith("is a secret location (id_")
 
 
 def test_public_key_half_is_allowed_outside_secret_directories(policy, root):
@@ -224,7 +224,7 @@ def test_root_inside_a_secret_directory_allows_files_under_it(root):
 def test_root_naming_a_secret_directory_does_not_unlock_private_keys_in_it(root):
     key = write(root / ".ssh" / "id_rsa", "-----BEGIN OPENSSH PRIVATE KEY-----\n")
     policy = FileAccessPolicy.from_roots([root / ".ssh"], max_file_bytes=1000)
-    assert refusal(policy, key).reason == secret_reason("private key id_rsa")
+    assert refusal(policy, key).reason == secret_reason("id_rsa*")
 
 
 def test_root_naming_a_secret_file_explicitly_allows_it(root):
@@ -237,6 +237,73 @@ def test_broad_root_containing_a_secret_directory_does_not_unlock_it(root):
     config = write(root / ".ssh" / "config")
     policy = FileAccessPolicy.from_roots([root, root / "other"], max_file_bytes=1000)
     assert refusal(policy, config).reason == secret_reason(".ssh")
+
+
+def test_secret_directory_behind_an_innocent_link_is_refused_by_its_given_name(policy, root):
+    write(root / "dotfiles" / "ssh" / "config", "Host *\n")
+    (root / ".ssh").symlink_to(root / "dotfiles" / "ssh")
+    assert refusal(policy, root / ".ssh" / "config").reason == secret_reason(".ssh")
+
+
+def test_secret_name_halfway_along_a_chain_of_links_is_refused(policy, root):
+    write(root / "plain" / "config", "Host *\n")
+    (root / "hidden").mkdir()
+    (root / "hidden" / ".ssh").symlink_to(root / "plain")
+    (root / "work").symlink_to(root / "hidden" / ".ssh")
+    assert refusal(policy, root / "work" / "config").reason == secret_reason(".ssh")
+
+
+def test_root_naming_a_linked_secret_directory_allows_files_in_it(root):
+    config = write(root / "dotfiles" / "ssh" / "config", "Host *\n")
+    (root / ".ssh").symlink_to(root / "dotfiles" / "ssh")
+    policy = FileAccessPolicy.from_roots([root / ".ssh"], max_file_bytes=1000)
+    assert policy.check(str(root / ".ssh" / "config")) == config.resolve()
+
+
+@pytest.mark.parametrize(
+    "name", ["id_rsa.bak~", "ID_RSA", "server.pem ", "server.pem.", ".env.old"]
+)
+def test_copies_and_disguises_of_secret_names_are_refused(policy, root, name):
+    assert refusal(policy, write(root / name)).reason.startswith("is a secret location (")
+
+
+def test_a_symlink_loop_is_refused_as_unresolvable(policy, root):
+    (root / "a").symlink_to(root / "b")
+    (root / "b").symlink_to(root / "a")
+    assert refusal(policy, root / "a").reason == (
+        "cannot be resolved (a symlink loop or an invalid path)"
+    )
+
+
+PEM = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAE\n"
+
+
+def test_innocently_named_file_holding_a_private_key_is_refused(policy, root):
+    notes = write(root / "notes.txt", "my key:\n" + PEM)
+    assert refusal(policy, notes).reason == (
+        "holds a secret (private key block) and is never sent to a model "
+        "unless EXAI_ALLOWED_ROOTS names it explicitly"
+    )
+
+
+def test_a_key_past_the_sample_is_refused_when_read(root):
+    late = write(root / "late.txt", "x\n" * 5000 + PEM)
+    policy = FileAccessPolicy.from_roots([root])
+    resolved = policy.check(str(late))  # only the first 8 KiB are sniffed here
+    with pytest.raises(FileAccessError, match=r"holds a secret \(private key block\)"):
+        policy.read_text(resolved)
+
+
+def test_only_a_root_that_is_the_file_itself_unlocks_secret_content(root):
+    notes = write(root / "notes.txt", PEM)
+    assert refusal(FileAccessPolicy.from_roots([root]), notes).reason.startswith("holds a secret")
+    policy = FileAccessPolicy.from_roots([root, notes], max_file_bytes=1000)
+    assert policy.read_text(policy.check(str(notes))) == PEM
+
+
+def test_a_header_without_key_material_is_not_a_secret(policy, root):
+    code = write(root / "parse.py", 'BEGIN = "-----BEGIN RSA PRIVATE KEY-----"\n')
+    assert policy.check(str(code)) == code.resolve()
 
 
 # --------------------------------------------------------------------------- size, binary, text

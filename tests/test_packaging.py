@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,11 @@ def test_wheel_includes_the_whole_package_so_doctor_runs(wheel: Path, tmp_path: 
     assert result.returncode == 1, result.stdout + result.stderr
     assert "no model provider is configured: set KIMI_API_KEY" in result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_wheel_ships_the_secret_pattern_list(wheel: Path) -> None:
+    with zipfile.ZipFile(wheel) as archive:
+        assert "exai_mcp/secret_paths.gitignore" in archive.namelist()
 
 
 def test_uvx_from_a_checkout_runs_the_code_as_edited(tmp_path: Path) -> None:
