@@ -11,6 +11,7 @@
         ├── AuthRejected       the API key was refused (names the variable, never the key)
         ├── RateLimited        HTTP 429, with the provider's Retry-After when given
         ├── ProviderUnavailable  HTTP 5xx, or the circuit breaker is open
+        │   └── MalformedResponse  a reply that does not parse (retried like a 5xx)
         ├── BadRequest         HTTP 400/404/422: the request itself is wrong; never retried
         ├── ProviderTimeout    one attempt took longer than its timeout
         └── Unreachable        the base URL could not be connected to (names the URL)
@@ -108,6 +109,12 @@ class ProviderTimeout(ProviderError):
 class Unreachable(ProviderError):
     kind = "unreachable"
     retryable = True
+
+
+class MalformedResponse(ProviderUnavailable):
+    """A 200 whose body does not parse: the provider's (or a gateway's) fault, not ours."""
+
+    kind = "malformed"
 
 
 def user_message(exc: BaseException) -> str:

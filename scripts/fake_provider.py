@@ -86,6 +86,8 @@ class Reply:
     hang: bool = False
     delay: float | None = None
     error_message: str | None = None
+    malformed: bool = False
+    """Answer 200 with a body that is not what the API promises (garbled SSE or JSON)."""
 
 
 @dataclass
@@ -407,6 +409,14 @@ class FakeProvider:
         await self._send(writer, status, headers, data)
         return keep
 
+    async def _send_malformed(self, writer: asyncio.StreamWriter, stream: bool) -> bool:
+        """A 200 whose body does not parse: what a broken gateway or proxy sends."""
+        kind = "text/event-stream" if stream else "application/json"
+        body = b"data: {not json\n\n" if stream else b"<html>502 upstream garbled</html>"
+        headers = {"content-type": kind, "content-length": str(len(body)), "connection": "close"}
+        await self._send(writer, 200, headers, body)
+        return False
+
     async def _send_error(
         self,
         writer: asyncio.StreamWriter,
@@ -459,6 +469,8 @@ class FakeProvider:
                 await _race(asyncio.sleep(delay), eof_task)
             if reply.hang:
                 await _race(asyncio.Event().wait(), eof_task)
+            if reply.malformed:
+                return await self._send_malformed(writer, bool(body.get("stream")))
             if reply.status != 200:
                 return await self._send_error(
                     writer,

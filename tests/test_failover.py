@@ -77,3 +77,18 @@ async def test_a_named_model_reports_its_own_providers_error_without_moving(
         result = await client.call_tool("analyze", {"text": "q", "model": "kimi-k2"})
     assert result.is_error and "rejected the API key in KIMI_API_KEY" in result.content[0].text
     assert glm_fake.chat_count == 0
+
+
+async def test_malformed_replies_are_retried_and_count_against_the_breaker(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    fake.enqueue(Reply(malformed=True), Reply(malformed=True))
+    settings = settings_for(fake, tmp_path, EXAI_BREAKER_FAILURES=2, EXAI_MAX_ATTEMPTS=3)
+    async with in_process_client(settings) as client:
+        result = await client.call_tool("analyze", {"text": "q", "model": "kimi-k2"})
+        status = await read_status(client)
+    text = result.content[0].text
+    assert result.is_error and "internal error" not in text
+    assert "kimi returned a malformed response" in text
+    assert fake.chat_count == 2  # retried once, then the breaker stopped the third attempt
+    assert status["providers"]["kimi"]["errors"] == {"malformed": 2}

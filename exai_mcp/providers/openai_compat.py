@@ -11,6 +11,7 @@ variables (organization, project, extra headers): those belong to an OpenAI acco
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +22,7 @@ import openai
 from exai_mcp.errors import (
     AuthRejected,
     BadRequest,
+    MalformedResponse,
     ProviderError,
     ProviderTimeout,
     ProviderUnavailable,
@@ -78,6 +80,12 @@ class OpenAICompatibleProvider:
                     await stream.close()
         except openai.OpenAIError as exc:
             raise self._translate(exc, request.model) from None
+        except json.JSONDecodeError as exc:  # an SSE event or body that is not JSON
+            raise self._error(
+                MalformedResponse,
+                f"{self.name} returned a malformed response (not JSON: {exc.msg})",
+                request.model,
+            ) from None
 
     async def _collect(
         self, stream: openai.AsyncStream, model: str, on_tokens: TokenCallback | None
@@ -139,6 +147,10 @@ class OpenAICompatibleProvider:
         if isinstance(exc, openai.APITimeoutError):  # before APIConnectionError: it subclasses it
             return self._error(
                 ProviderTimeout, f"{who} did not answer in time for model {model}", model
+            )
+        if isinstance(exc, openai.APIResponseValidationError):
+            return self._error(
+                MalformedResponse, f"{who} returned a malformed response for {model}", model
             )
         if isinstance(exc, openai.APIConnectionError):
             cause = self._detail(str(exc.__cause__ or exc))
