@@ -139,6 +139,7 @@ async def test_a_caller_who_joins_late_gets_its_own_full_deadline(
         await fake.wait_for_requests(1)
         await anyio.sleep(2.5)
         tg.start_soon(call, "late")
+        await wait_for_status(client, lambda s: s["calls"]["coalesced_waiters"] == 1)
     late = results["late"]
     assert not late.is_error, late.content  # type: ignore[attr-defined]
     assert fake.chat_count == 2

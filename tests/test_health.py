@@ -17,19 +17,22 @@ async def test_a_holder_older_than_the_deadline_is_reported_once_and_not_release
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     limiter = TrackedLimiter("kimi", 2)
-    monitor = HealthMonitor([limiter], stuck_after=0.05, interval=60)
+    now = [0.0]
+    monitor = HealthMonitor([limiter], stuck_after=30, interval=60, clock=lambda: now[0])
     release = anyio.Event()
     caplog.set_level(logging.INFO, logger="exai_mcp.health")
 
     async def hold() -> None:
-        async with limiter.hold(Holder("req-42", "workflow", "kimi"), Deadline.after(10)):
+        holder = Holder("req-42", "workflow", "kimi", since=0.0)
+        async with limiter.hold(holder, Deadline.after(10)):
             await release.wait()
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(hold)
         await anyio.lowlevel.checkpoint()
+        now[0] = 29.0
         assert monitor.check() == []
-        await anyio.sleep(0.1)
+        now[0] = 31.0  # past the deadline, without waiting for it
         problems = monitor.check()
         monitor.check()  # unchanged: nothing more is logged
         assert limiter.in_use() == 1  # reported, not released

@@ -25,7 +25,7 @@ from tests.conftest import (
 async def test_distinct_calls_never_exceed_the_provider_limit(
     fake: FakeProvider, tmp_path: Path
 ) -> None:
-    fake.latency = 0.02
+    fake.hold()
     settings = settings_for(fake, tmp_path, EXAI_KIMI_MAX_INFLIGHT=4)
     results: list = []
     async with in_process_client(settings) as client:
@@ -36,6 +36,10 @@ async def test_distinct_calls_never_exceed_the_provider_limit(
                     results.append(await client.call_tool("analyze", {"text": f"q{i}"}))
 
                 tg.start_soon(call)
+            await fake.wait_for_active(4)
+            await wait_for_status(client, lambda s: s["limits"]["kimi"]["waiting"] == 96)
+            assert fake.active == 4  # the other 96 wait for a permit, not at the provider
+            fake.release()
         status = await read_status(client)
     assert len(results) == 100 and not any(r.is_error for r in results)
     assert fake.chat_count == 100

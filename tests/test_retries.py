@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from fake_provider import FakeProvider, Reply
 
+from exai_mcp.errors import DeadlineExceeded, RateLimited
+from exai_mcp.middleware.deadline import Deadline
+from exai_mcp.middleware.retry import RetryPolicy, call_with_retries
 from tests.conftest import in_process_client, read_status, settings_for
 
 
@@ -59,3 +63,38 @@ async def test_attempts_stop_at_the_configured_maximum(fake: FakeProvider, tmp_p
         result = await client.call_tool("analyze", {"text": "q", "model": "kimi-k2"})
     assert result.is_error and "HTTP 500" in result.content[0].text
     assert fake.chat_count == 2
+
+
+async def test_the_backoff_waits_at_least_the_providers_retry_after() -> None:
+    waited: list[float] = []
+
+    async def record(seconds: float) -> None:
+        waited.append(seconds)
+
+    replies = iter([RateLimited("429", retry_after=20.0), "answer"])
+
+    async def attempt() -> str:
+        reply = next(replies)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    policy = RetryPolicy(max_attempts=3, initial_delay=0.5, sleep=record)
+    result = await call_with_retries(attempt, policy=policy, deadline=Deadline.after(60))
+    assert result == "answer"
+    assert waited == [20.0]  # not the 0.5 s backoff, and no real 20 s wait
+
+
+async def test_a_retry_after_past_the_deadline_stops_without_sleeping() -> None:
+    waited: list[float] = []
+
+    async def record(seconds: float) -> None:
+        waited.append(seconds)
+
+    async def attempt() -> str:
+        raise RateLimited("429", retry_after=20.0)
+
+    policy = RetryPolicy(max_attempts=3, sleep=record)
+    with pytest.raises(DeadlineExceeded, match="too little for another attempt"):
+        await call_with_retries(attempt, policy=policy, deadline=Deadline.after(10))
+    assert waited == []

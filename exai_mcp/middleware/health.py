@@ -12,7 +12,8 @@ does that). It logs only when something is wrong or changes, never an all-is-wel
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 import anyio
 
@@ -22,11 +23,17 @@ log = logging.getLogger("exai_mcp.health")
 
 
 class HealthMonitor:
-    __slots__ = ("_last", "interval", "limiters", "stuck_after")
+    __slots__ = ("_clock", "_last", "interval", "limiters", "stuck_after")
 
     def __init__(
-        self, limiters: Sequence[TrackedLimiter], *, stuck_after: float, interval: float
+        self,
+        limiters: Sequence[TrackedLimiter],
+        *,
+        stuck_after: float,
+        interval: float,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._clock = clock
         self.limiters = list(limiters)
         self.stuck_after = stuck_after
         self.interval = interval
@@ -43,10 +50,11 @@ class HealthMonitor:
                     f"{len(holders)} known holders"
                 )
             for h in holders:
-                if h.age() > self.stuck_after:
+                age = self._clock() - h.since
+                if age > self.stuck_after:
                     found[f"{limiter.name}:{h.serial}"] = (
                         f"limiter '{limiter.name}': request {h.request_id} ({h.tool}) has held "
-                        f"a permit for {h.age():.0f} s, past the {self.stuck_after:g} s deadline"
+                        f"a permit for {age:.0f} s, past the {self.stuck_after:g} s deadline"
                     )
         return found
 

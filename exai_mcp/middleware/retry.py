@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
+import anyio
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -42,6 +43,8 @@ class RetryPolicy:
     jitter: float = 0.5
     min_attempt: float = 1.0
     """The shortest time worth giving a retry; less left than this plus the backoff: stop."""
+    sleep: Callable[[float], Awaitable[None]] = anyio.sleep
+    """How a backoff waits; tests pass a recorder instead of waiting for real."""
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -83,6 +86,7 @@ async def call_with_retries(
         wait=wait,
         retry=retry_if_exception(is_retryable),
         before_sleep=before_sleep,
+        sleep=policy.sleep,
         reraise=True,
     )
     try:
