@@ -9,6 +9,7 @@ import pytest
 
 from exai_mcp.config import load_settings
 from exai_mcp.errors import ConfigError
+from exai_mcp.providers.registry import PROVIDERS
 
 
 def test_dotenv_file_is_read_and_real_variables_win(
@@ -50,6 +51,96 @@ def test_each_documented_key_variable_configures_its_provider(
 ) -> None:
     monkeypatch.setenv(variable, "k")
     assert getattr(load_settings(), field).get_secret_value() == "k"
+
+
+@pytest.mark.parametrize(
+    ("variable", "provider"), [(v, spec.name) for spec in PROVIDERS for v in spec.key_variables]
+)
+def test_provider_settings_name_the_key_variable_that_was_set(
+    monkeypatch: pytest.MonkeyPatch, variable: str, provider: str
+) -> None:
+    monkeypatch.setenv(variable, "k")
+    configured = load_settings().provider(provider)
+    assert configured.configured and configured.key_variable == variable
+    assert configured.api_key is not None and configured.api_key.get_secret_value() == "k"
+
+
+def test_key_variable_from_the_env_file(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("MOONSHOT_API_KEY=from-file\n")
+    assert load_settings().provider("kimi").key_variable == "MOONSHOT_API_KEY"
+
+
+@pytest.mark.parametrize(
+    ("in_environment", "in_file"),
+    [("MOONSHOT_API_KEY", "KIMI_API_KEY"), ("KIMI_API_KEY", "MOONSHOT_API_KEY")],
+)
+def test_key_and_its_variable_come_from_the_environment_before_the_env_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_environment: str, in_file: str
+) -> None:
+    (tmp_path / ".env").write_text(f"{in_file}=from-file\n")
+    monkeypatch.setenv(in_environment, "from-environment")
+    kimi = load_settings().provider("kimi")
+    assert kimi.api_key is not None and kimi.api_key.get_secret_value() == "from-environment"
+    assert kimi.key_variable == in_environment
+
+
+def test_first_key_variable_wins_when_several_are_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ZAI_API_KEY", "zai")
+    monkeypatch.setenv("ZHIPUAI_API_KEY", "zhipuai")
+    glm = load_settings().provider("glm")
+    assert glm.api_key is not None and glm.api_key.get_secret_value() == "zhipuai"
+    assert glm.key_variable == "ZHIPUAI_API_KEY"
+
+
+def test_unconfigured_provider_names_its_documented_key_variable() -> None:
+    settings = load_settings()
+    for spec in PROVIDERS:
+        provider = settings.provider(spec.name)
+        assert not provider.configured and provider.api_key is None
+        assert provider.key_variable == spec.key_variables[0]
+    assert settings.configured_providers() == ()
+
+
+def test_provider_settings_default_to_the_registry_and_read_its_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    defaults = load_settings()
+    for spec in PROVIDERS:
+        provider = defaults.provider(spec.name)
+        assert provider.spec is spec
+        assert provider.base_url == spec.base_url_default
+        assert provider.default_model == spec.model_default
+        assert provider.max_inflight == spec.max_inflight_default
+    for spec in PROVIDERS:
+        monkeypatch.setenv(spec.base_url_variable, f"http://127.0.0.1:9/{spec.name}")
+        monkeypatch.setenv(spec.model_variable, f"{spec.name}-model")
+        monkeypatch.setenv(spec.max_inflight_variable, "3")
+        monkeypatch.setenv(spec.timeout_variable, "7")
+    settings = load_settings()
+    for spec in PROVIDERS:
+        provider = settings.provider(spec.name)
+        assert provider.base_url == f"http://127.0.0.1:9/{spec.name}"
+        assert provider.default_model == f"{spec.name}-model"
+        assert provider.max_inflight == 3
+        assert settings.timeouts().attempt[spec.name] == 7
+
+
+def test_configured_providers_come_in_registry_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GLM_API_KEY", "g")
+    monkeypatch.setenv("KIMI_API_KEY", "k")
+    names = [p.spec.name for p in load_settings().configured_providers()]
+    assert names == [spec.name for spec in PROVIDERS] == ["kimi", "glm"]
+
+
+def test_unknown_provider_name_is_a_key_error() -> None:
+    with pytest.raises(KeyError):
+        load_settings().provider("gpt")
+
+
+def test_a_stray_key_origins_variable_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KEY_ORIGINS", "not json")
+    monkeypatch.setenv("MOONSHOT_API_KEY", "k")
+    assert load_settings().provider("kimi").key_variable == "MOONSHOT_API_KEY"
 
 
 def test_empty_key_counts_as_unset(monkeypatch: pytest.MonkeyPatch) -> None:

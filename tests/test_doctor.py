@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,3 +139,11 @@ async def test_no_provider_fails_saying_which_variable_to_set(tmp_path: Path) ->
     assert run.status != 0, run.output
     assert "no model provider is configured: set KIMI_API_KEY" in run.output
     assert "GLM_API_KEY" in run.output
+
+
+def test_doctor_does_not_import_the_server() -> None:
+    code = "import sys, exai_mcp.doctor; print('exai_mcp.server' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=DOCTOR_WAIT
+    )
+    assert result.stdout.strip() == "False", result.stderr

@@ -1,0 +1,57 @@
+"""Starting `python -m exai_mcp` as a client does: a bad setting stops it with exit status 2 and
+one stderr line naming the variable; a suspicious one is a warning on stderr, and it serves."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from fake_provider import FakeProvider
+from mcp import Client
+
+from tests.conftest import stdio_params
+
+START_WAIT = 30.0  # seconds; with stdin closed the server reads EOF and exits at once
+EXIT_CONFIG = 2
+
+
+def start(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run the server with stdin closed: it validates its settings, starts, and exits on EOF."""
+    full_env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": os.environ.get("HOME", ""),
+        "EXAI_STATE_DB": ":memory:",
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "exai_mcp"],
+        env=full_env,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=START_WAIT,
+        check=False,
+    )
+
+
+async def test_rejected_key_error_names_the_variable_the_key_came_from(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    fake.require_key = "the-right-key"
+    env = {
+        "MOONSHOT_API_KEY": "a-wrong-key-789",
+        "KIMI_BASE_URL": fake.base_url("/v1"),
+        "EXAI_STATE_DB": str(tmp_path / "state.sqlite3"),
+        "EXAI_ALLOWED_ROOTS": str(tmp_path),
+    }
+    async with Client(stdio_params(env)) as client:
+        result = await client.call_tool("analyze", {"text": "Is this design sound?"})
+
+    assert result.is_error
+    text = result.content[0].text
+    assert "rejected the API key in MOONSHOT_API_KEY" in text, text
+    assert "KIMI_API_KEY" not in text
+    assert "a-wrong-key-789" not in text
