@@ -34,6 +34,7 @@ from pydantic_settings import (
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 from exai_mcp.errors import ConfigError
@@ -43,6 +44,7 @@ MIN_TOOL_TIMEOUT = 1
 MAX_TOOL_TIMEOUT = 3600
 DEADLINE_RATIO = 1.5
 CLIENT_RATIO = 2.5
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 EXPERT_TIMEOUT_VARIABLE = "EXPERT_ANALYSIS_TIMEOUT_SECS"
 
 
@@ -124,6 +126,14 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         origins = _KeyOrigins(settings_cls, env_settings, dotenv_settings)
         return origins, init_settings, env_settings, dotenv_settings, file_secret_settings
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)} (in any case)")
+        return level
 
     @field_validator("allowed_roots", mode="before")
     @classmethod
@@ -374,6 +384,8 @@ def load_settings(env_file: str | None = None, *, check_timeouts: bool = True) -
         settings = Settings(_env_file=env_file or ".env")  # type: ignore[call-arg]
     except ValidationError as exc:
         raise ConfigError("invalid settings:\n" + _describe_validation(exc)) from None
+    except SettingsError as exc:  # a value the settings sources cannot even parse
+        raise ConfigError(f"invalid settings: {exc}") from None
     problems = settings.timeouts().problems() if check_timeouts else []
     if problems:
         raise ConfigError("invalid timeout hierarchy:\n" + "\n".join(f"  - {p}" for p in problems))
@@ -384,7 +396,8 @@ def _describe_validation(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
         name = str(err["loc"][0]) if err["loc"] else "?"
-        lines.append(f"  - {_variable_for(name)}={err.get('input')!r}: {err['msg']}")
+        message = err["msg"].removeprefix("Value error, ")
+        lines.append(f"  - {_variable_for(name)}={err.get('input')!r}: {message}")
     return "\n".join(lines)
 
 

@@ -156,6 +156,22 @@ def test_a_bad_value_names_the_variable_and_the_rule(monkeypatch: pytest.MonkeyP
     assert "greater than or equal to 1" in str(info.value)
 
 
+@pytest.mark.parametrize("value", ["verbose", "trace", "5"])
+def test_unknown_log_level_names_the_variable_and_the_allowed_levels(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("EXAI_LOG_LEVEL", value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert f"EXAI_LOG_LEVEL={value!r}" in str(info.value)
+    assert "must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL" in str(info.value)
+
+
+def test_log_level_is_case_insensitive(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EXAI_LOG_LEVEL", " warning")
+    assert load_settings().log_level == "WARNING"
+
+
 def test_keys_are_never_shown_in_the_settings_repr(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KIMI_API_KEY", "sk-top-secret")
     assert "sk-top-secret" not in repr(load_settings())

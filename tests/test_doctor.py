@@ -141,6 +141,15 @@ async def test_no_provider_fails_saying_which_variable_to_set(tmp_path: Path) ->
     assert "GLM_API_KEY" in run.output
 
 
+async def test_unknown_log_level_is_reported_with_the_allowed_levels(tmp_path: Path) -> None:
+    run = await run_doctor({"KIMI_API_KEY": "kimi-key", "EXAI_LOG_LEVEL": "verbose"}, tmp_path)
+
+    assert run.status != 0, run.output
+    assert "EXAI_LOG_LEVEL='verbose'" in run.output
+    assert "DEBUG, INFO, WARNING, ERROR, CRITICAL" in run.output
+    assert "Traceback" not in run.output
+
+
 def test_doctor_does_not_import_the_server() -> None:
     code = "import sys, exai_mcp.doctor; print('exai_mcp.server' in sys.modules)"
     result = subprocess.run(

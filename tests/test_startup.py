@@ -37,6 +37,33 @@ def start(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+def test_unknown_log_level_exits_2_naming_the_variable_and_the_allowed_levels(
+    tmp_path: Path,
+) -> None:
+    run = start({"EXAI_LOG_LEVEL": "verbose"}, tmp_path)
+
+    assert run.returncode == EXIT_CONFIG, run.stderr
+    assert "EXAI_LOG_LEVEL='verbose'" in run.stderr
+    assert "DEBUG, INFO, WARNING, ERROR, CRITICAL" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert run.stdout == ""  # stdout is the protocol channel
+
+
+def test_log_level_in_lower_case_is_accepted(tmp_path: Path) -> None:
+    run = start({"EXAI_LOG_LEVEL": "debug"}, tmp_path)
+
+    assert run.returncode == 0, run.stderr
+    assert " DEBUG " in run.stderr
+
+
+def test_a_bad_number_exits_2_naming_the_variable(tmp_path: Path) -> None:
+    run = start({"EXAI_MAX_INFLIGHT": "0"}, tmp_path)
+
+    assert run.returncode == EXIT_CONFIG, run.stderr
+    assert "EXAI_MAX_INFLIGHT='0'" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
 async def test_rejected_key_error_names_the_variable_the_key_came_from(
     fake: FakeProvider, tmp_path: Path
 ) -> None:
