@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging(settings.log_level)
     log = logging.getLogger("exai_mcp")
     timeouts = settings.timeouts()
-    for warning in timeouts.warnings():
+    for warning in [*settings.warnings(), *timeouts.warnings()]:
         log.warning("%s", warning)
     log.info("%s", timeouts.describe())
     from exai_mcp.server import serve_stdio

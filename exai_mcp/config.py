@@ -7,6 +7,7 @@ down. Settings come from real environment variables first, then from an optional
     settings = load_settings()                 # ConfigError names each bad variable
     kimi = settings.provider("kimi")           # ProviderSettings: key, key_variable, base_url...
     for provider in settings.configured_providers(): ...
+    settings.warnings()                        # valid but suspicious: placeholder keys, ...
 
 The per-provider variables are those of the specs in `exai_mcp.providers.registry`.
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,6 +183,30 @@ class Settings(BaseSettings):
             roots.append(cwd)
         return tuple(roots)
 
+    def missing_roots(self) -> tuple[str, ...]:
+        """The EXAI_ALLOWED_ROOTS entries that are not existing directories."""
+        return tuple(r for r in self.allowed_roots if not Path(r).expanduser().is_dir())
+
+    def warnings(self) -> list[str]:
+        """Valid settings that are almost certainly not what was meant; logged at start-up.
+
+        Never quotes a key: a key is described by the variable that holds it.
+        """
+        out: list[str] = []
+        for provider in self.configured_providers():
+            problem = provider.key_problem
+            if problem:
+                out.append(
+                    f"{provider.key_variable} {problem}: {provider.spec.name} will refuse every "
+                    f"call (HTTP 401) until it holds your {provider.spec.title} API key"
+                )
+        for root in self.missing_roots():
+            what = (
+                "does not exist" if not Path(root).expanduser().exists() else "is not a directory"
+            )
+            out.append(f"EXAI_ALLOWED_ROOTS names {root}, which {what}: no file can be read there")
+        return out
+
     def timeouts(self) -> Timeouts:
         return Timeouts.from_settings(self)
 
@@ -228,6 +254,27 @@ class _KeyOrigins(PydanticBaseSettingsSource):
         return spec.key_variable
 
 
+_PLACEHOLDER_SHAPE = re.compile(
+    r"your[-_ ].*|<.*>|x{3,}.*|change[-_ ]?me|sk-x+|\.\.\.", re.IGNORECASE
+)
+
+
+def problem_with_key(key: str) -> str | None:
+    """Why `key` cannot be a real API key (a placeholder, blank, spaced), or None.
+
+    The answer describes the key's shape only, never the key.
+    """
+    stripped = key.strip()
+    if not stripped:
+        return "holds only whitespace"
+    placeholders = {spec.key_placeholder.lower() for spec in PROVIDERS}
+    if stripped.lower() in placeholders or _PLACEHOLDER_SHAPE.fullmatch(stripped):
+        return "holds a placeholder, not a key"
+    if any(ch.isspace() for ch in key):
+        return "contains whitespace, which no API key does"
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class ProviderSettings:
     """One provider's settings: `Settings.provider(name)`."""
@@ -242,6 +289,11 @@ class ProviderSettings:
     @property
     def configured(self) -> bool:
         return self.api_key is not None
+
+    @property
+    def key_problem(self) -> str | None:
+        """Why the key cannot be a real one (see `problem_with_key`), or None; never the key."""
+        return problem_with_key(self.api_key.get_secret_value()) if self.api_key else None
 
 
 @dataclass(frozen=True, slots=True)

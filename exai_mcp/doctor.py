@@ -8,7 +8,9 @@ refuses to start on an invalid timeout hierarchy, doctor reports every broken ru
 on. Each configured provider is asked for its model list (`GET <base URL>/models`), and the
 time it took or its exact error is printed. The client snippets carry the timeouts the
 hierarchy needs. API keys are only ever shown as set (naming the variable that holds them) or
-unset, and the snippets hold placeholders, never a key.
+unset, and the snippets hold placeholders, never a key. Settings that are valid but almost
+certainly wrong (a key that is still a placeholder, an EXAI_ALLOWED_ROOTS entry that does not
+exist) are warnings.
 
 Exit status: 0 when nothing is wrong, 1 when something must change (each problem is listed at
 the end with what to change): no provider configured, a configured provider unreachable or
@@ -179,6 +181,8 @@ def show_configuration(report: Report, settings: Settings) -> None:
     width = max(len(label) for label, _ in rows)
     for label, shown in rows:
         report.line(f"  {label.ljust(width)}  {shown}")
+    for text in settings.warnings():
+        report.warning(text)
 
 
 def describe_value(name: str, value: Any, settings: Settings) -> str:
@@ -200,7 +204,10 @@ def describe_value(name: str, value: Any, settings: Settings) -> str:
 
 def describe_key(provider: ProviderSettings) -> str:
     """Whether the key is set, and in which variable; never the key."""
-    return f"set in {provider.key_variable}" if provider.configured else "unset"
+    if not provider.configured:
+        return "unset"
+    problem = provider.key_problem
+    return f"set in {provider.key_variable}" + (f", but it {problem}" if problem else "")
 
 
 # ----------------------------------------------------------------------------- timeouts

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from exai_mcp.config import load_settings
+from exai_mcp.config import load_settings, problem_with_key
 from exai_mcp.errors import ConfigError
 from exai_mcp.providers.registry import PROVIDERS
 
@@ -170,6 +170,62 @@ def test_unknown_log_level_names_the_variable_and_the_allowed_levels(
 def test_log_level_is_case_insensitive(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EXAI_LOG_LEVEL", " warning")
     assert load_settings().log_level == "WARNING"
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "your-kimi-api-key",
+        "your-glm-api-key",
+        "YOUR_API_KEY_HERE",
+        "<your key>",
+        "<KIMI_API_KEY>",
+        "xxxxxxxxxxxx",
+        "XXX-XXX",
+        "changeme",
+        "change-me",
+        "sk-xxxxxxxxxxxxxxxx",
+        "   ",
+        "sk-abc def",
+        "sk-abc123\n",
+    ],
+)
+def test_keys_that_cannot_be_real_are_recognised(key: str) -> None:
+    assert problem_with_key(key)
+
+
+@pytest.mark.parametrize(
+    "key", ["sk-3f9a8b7c6d5e4f", "0123abcd.efgh4567", "sk-x1y2z3", "kimi-test-key-123"]
+)
+def test_keys_that_look_real_are_not_flagged(key: str) -> None:
+    assert problem_with_key(key) is None
+
+
+def test_placeholder_key_is_a_warning_naming_the_variable_not_the_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MOONSHOT_API_KEY", "your-kimi-api-key")
+    monkeypatch.setenv("GLM_API_KEY", "sk-real 123")
+    warnings = load_settings().warnings()
+    assert len(warnings) == 2, warnings
+    assert warnings[0].startswith("MOONSHOT_API_KEY holds a placeholder")
+    assert warnings[1].startswith("GLM_API_KEY contains whitespace")
+    assert not any("sk-real" in w or "your-kimi-api-key" in w for w in warnings)
+
+
+def test_allowed_root_that_is_no_directory_is_a_warning(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    missing = tmp_path / "gone"
+    monkeypatch.setenv("EXAI_ALLOWED_ROOTS", os.pathsep.join(map(str, (tmp_path, a_file, missing))))
+    settings = load_settings()
+    assert settings.missing_roots() == (str(a_file), str(missing))
+    assert settings.warnings() == [
+        f"EXAI_ALLOWED_ROOTS names {a_file}, which is not a directory: no file can be read there",
+        f"EXAI_ALLOWED_ROOTS names {missing}, which does not exist: no file can be read there",
+    ]
 
 
 def test_keys_are_never_shown_in_the_settings_repr(monkeypatch: pytest.MonkeyPatch) -> None:

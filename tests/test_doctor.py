@@ -150,6 +150,31 @@ async def test_unknown_log_level_is_reported_with_the_allowed_levels(tmp_path: P
     assert "Traceback" not in run.output
 
 
+async def test_allowed_root_that_does_not_exist_is_shown_as_a_warning(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    missing = tmp_path / "no-such-project"
+    env = {
+        "KIMI_API_KEY": "kimi-key",
+        "KIMI_BASE_URL": fake.base_url("/v1"),
+        "EXAI_ALLOWED_ROOTS": f"{tmp_path}{os.pathsep}{missing}",
+    }
+    run = await run_doctor(env, tmp_path)
+
+    assert run.status == 0, run.output  # a warning, not a problem
+    assert f"warning: EXAI_ALLOWED_ROOTS names {missing}, which does not exist" in run.output
+
+
+async def test_placeholder_key_is_flagged_naming_the_variable_it_is_in(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    env = {"MOONSHOT_API_KEY": "your-kimi-api-key", "KIMI_BASE_URL": fake.base_url("/v1")}
+    run = await run_doctor(env, tmp_path)
+
+    assert "warning: MOONSHOT_API_KEY holds a placeholder" in run.output
+    assert "key:           set in MOONSHOT_API_KEY, but it holds a placeholder" in run.output
+
+
 def test_doctor_does_not_import_the_server() -> None:
     code = "import sys, exai_mcp.doctor; print('exai_mcp.server' in sys.modules)"
     result = subprocess.run(

@@ -64,6 +64,46 @@ def test_a_bad_number_exits_2_naming_the_variable(tmp_path: Path) -> None:
     assert "Traceback" not in run.stderr
 
 
+def test_allowed_root_that_does_not_exist_is_warned_about_and_the_server_starts(
+    tmp_path: Path,
+) -> None:
+    missing = tmp_path / "no-such-project"
+    run = start({"EXAI_ALLOWED_ROOTS": f"{tmp_path}{os.pathsep}{missing}"}, tmp_path)
+
+    assert run.returncode == 0, run.stderr
+    warnings = [line for line in run.stderr.splitlines() if " WARNING " in line]
+    assert any("EXAI_ALLOWED_ROOTS" in line and str(missing) in line for line in warnings), (
+        run.stderr
+    )
+    assert not any(f"{tmp_path}," in line for line in warnings)  # the existing root is fine
+
+
+def test_placeholder_key_is_warned_about_naming_the_variable(tmp_path: Path) -> None:
+    run = start({"KIMI_API_KEY": "your-kimi-api-key"}, tmp_path)
+
+    assert run.returncode == 0, run.stderr
+    warnings = [line for line in run.stderr.splitlines() if " WARNING " in line]
+    assert any("KIMI_API_KEY" in line and "placeholder" in line for line in warnings), run.stderr
+
+
+def test_key_warning_names_the_variable_used_and_never_prints_the_key(tmp_path: Path) -> None:
+    key = "sk-abc123 def456"  # a real key pasted with a space in it
+    run = start({"ZHIPUAI_API_KEY": key}, tmp_path)
+
+    assert run.returncode == 0, run.stderr
+    assert "ZHIPUAI_API_KEY contains whitespace" in run.stderr
+    assert "sk-abc123" not in run.stderr and "def456" not in run.stderr
+
+
+def test_a_real_looking_key_and_existing_roots_start_without_warnings(tmp_path: Path) -> None:
+    run = start(
+        {"KIMI_API_KEY": "sk-3f9a8b7c6d5e4f", "EXAI_ALLOWED_ROOTS": str(tmp_path)}, tmp_path
+    )
+
+    assert run.returncode == 0, run.stderr
+    assert " WARNING " not in run.stderr
+
+
 async def test_rejected_key_error_names_the_variable_the_key_came_from(
     fake: FakeProvider, tmp_path: Path
 ) -> None:
