@@ -337,7 +337,8 @@ async def show_providers(report: Report, settings: Settings, timeout: float) -> 
         assert check.error is not None
         if check.fatal:
             report.line(f"    check:         FAILED after {took}: {check.error}")
-            report.problem(what_to_change(provider, check))
+            others = [n for n in configured if n != name and not checks[n].fatal]
+            report.problem(what_to_change(provider, check, others))
             continue
         report.line(f"    check:         answered with an error after {took}: {check.error}")
         if isinstance(check.error, BadRequest):
@@ -357,16 +358,21 @@ async def show_providers(report: Report, settings: Settings, timeout: float) -> 
         report.warning("no configured provider could be confirmed working")
 
 
-def what_to_change(provider: ProviderSettings, check: ProviderCheck) -> str:
-    """What to do about a provider that cannot serve calls."""
+def what_to_change(provider: ProviderSettings, check: ProviderCheck, others: list[str]) -> str:
+    """What to do about a provider that cannot serve calls; `others` are the working ones."""
     spec = provider.spec
     name = spec.name
     error = check.error
     if isinstance(error, AuthRejected):
+        fallback = (
+            f"until then, model=auto skips {name} and uses {' or '.join(others)}"
+            if others
+            else "until then every call fails: no other provider is configured and working"
+        )
         return (
             f"{name} rejected its key: put a valid key in {provider.key_variable}; keys belong "
             f"to one platform, so {provider.base_url} refuses a key made for another region's "
-            "endpoint"
+            f"endpoint; {fallback}"
         )
     if isinstance(error, Unreachable):
         return (

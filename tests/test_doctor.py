@@ -175,6 +175,36 @@ async def test_placeholder_key_is_flagged_naming_the_variable_it_is_in(
     assert "key:           set in MOONSHOT_API_KEY, but it holds a placeholder" in run.output
 
 
+async def test_rejected_key_names_the_variable_used_and_says_auto_uses_the_other_provider(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    fake.require_key = "the-right-key"
+    env = {
+        "MOONSHOT_API_KEY": "wrong-secret-789",
+        "KIMI_BASE_URL": fake.base_url("/v1"),
+        "ZAI_API_KEY": "the-right-key",
+        "GLM_BASE_URL": fake.base_url("/api/paas/v4"),
+    }
+    run = await run_doctor(env, tmp_path)
+
+    assert run.status != 0, run.output
+    assert "kimi rejected its key: put a valid key in MOONSHOT_API_KEY" in run.output
+    assert "model=auto skips kimi and uses glm" in run.output
+    assert "wrong-secret-789" not in run.output and "the-right-key" not in run.output
+
+
+async def test_rejected_key_without_another_provider_says_every_call_fails(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    fake.require_key = "the-right-key"
+    env = {"GLM_API_KEY": "wrong-key", "GLM_BASE_URL": fake.base_url("/api/paas/v4")}
+    run = await run_doctor(env, tmp_path)
+
+    assert run.status != 0, run.output
+    assert "glm rejected its key: put a valid key in GLM_API_KEY" in run.output
+    assert "every call fails: no other provider is configured and working" in run.output
+
+
 def test_doctor_does_not_import_the_server() -> None:
     code = "import sys, exai_mcp.doctor; print('exai_mcp.server' in sys.modules)"
     result = subprocess.run(
