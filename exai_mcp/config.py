@@ -97,7 +97,15 @@ class Settings(BaseSettings):
     client_timeout: float | None = Field(None, validation_alias=_env("EXAI_CLIENT_TIMEOUT_SECS"))
 
     max_attempts: int = Field(3, ge=1, le=10, validation_alias=_env("EXAI_MAX_ATTEMPTS"))
-    max_inflight: int = Field(24, ge=1, le=1000, validation_alias=_env("EXAI_MAX_INFLIGHT"))
+    # Below the sum of the provider limits (6 + 4), so that it limits something.
+    max_inflight: int = Field(
+        8,
+        ge=1,
+        le=1000,
+        validation_alias=_env("EXAI_MAX_INFLIGHT"),
+        description="Provider requests in flight at once across all providers (each call "
+        "also needs its provider's permit).",
+    )
     cancel_grace: float = Field(10, ge=0, validation_alias=_env("EXAI_CANCEL_GRACE_SECS"))
     cache_ttl: float = Field(600, ge=0, validation_alias=_env("EXAI_RESULT_CACHE_TTL_SECS"))
     cache_max_entries: int = Field(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from exai_mcp.config import load_settings, problem_with_key
+from exai_mcp.config import Settings, load_settings, problem_with_key
 from exai_mcp.errors import ConfigError
 from exai_mcp.providers.registry import PROVIDERS
 
@@ -170,6 +170,15 @@ def test_unknown_log_level_names_the_variable_and_the_allowed_levels(
 def test_log_level_is_case_insensitive(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EXAI_LOG_LEVEL", " warning")
     assert load_settings().log_level == "WARNING"
+
+
+def test_global_limit_default_is_below_the_sum_of_the_provider_limits() -> None:
+    # Otherwise it never limits anything: each call also holds its provider's permit.
+    settings = load_settings()
+    assert settings.max_inflight == 8
+    assert settings.max_inflight < sum(spec.max_inflight_default for spec in PROVIDERS)
+    description = Settings.model_fields["max_inflight"].description or ""
+    assert "across all providers" in description
 
 
 @pytest.mark.parametrize(
