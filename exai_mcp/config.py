@@ -47,7 +47,6 @@ MAX_TOOL_TIMEOUT = 3600
 DEADLINE_RATIO = 1.5
 CLIENT_RATIO = 2.5
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-EXPERT_TIMEOUT_VARIABLE = "EXPERT_ANALYSIS_TIMEOUT_SECS"
 
 
 def _env(*names: str) -> AliasChoices:
@@ -93,7 +92,9 @@ class Settings(BaseSettings):
     default_model: str = Field("auto", validation_alias=_env("EXAI_DEFAULT_MODEL"))
 
     tool_timeout: float = Field(180, validation_alias=_env("WORKFLOW_TOOL_TIMEOUT_SECS"))
-    expert_timeout: float | None = Field(None, validation_alias=_env(EXPERT_TIMEOUT_VARIABLE))
+    expert_timeout: float | None = Field(
+        None, validation_alias=_env("EXPERT_ANALYSIS_TIMEOUT_SECS")
+    )
     client_timeout: float | None = Field(None, validation_alias=_env("EXAI_CLIENT_TIMEOUT_SECS"))
 
     max_attempts: int = Field(3, ge=1, le=10, validation_alias=_env("EXAI_MAX_ATTEMPTS"))
@@ -337,7 +338,7 @@ class Timeouts:
             defaulted=frozenset(
                 var
                 for var, value in (
-                    (EXPERT_TIMEOUT_VARIABLE, s.expert_timeout),
+                    ("EXPERT_ANALYSIS_TIMEOUT_SECS", s.expert_timeout),
                     *((SPECS[n].timeout_variable, v) for n, v in set_attempts.items()),
                 )
                 if value is None
@@ -353,7 +354,7 @@ class Timeouts:
 
     def bounded(self) -> list[tuple[str, float]]:
         """(variable, value) of each timeout that must be at most T."""
-        return [(EXPERT_TIMEOUT_VARIABLE, self.expert)] + [
+        return [("EXPERT_ANALYSIS_TIMEOUT_SECS", self.expert)] + [
             (spec.timeout_variable, self.attempt[spec.name]) for spec in PROVIDERS
         ]
 

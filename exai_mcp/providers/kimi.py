@@ -10,6 +10,6 @@ from exai_mcp.providers.registry import KIMI, create_provider
 
 
 def create_kimi(
-    *, api_key: str, base_url: str, key_variable: str = KIMI.key_variable
+    *, api_key: str, base_url: str, key_variable: str | None = None
 ) -> OpenAICompatibleProvider:
     return create_provider(KIMI, api_key=api_key, base_url=base_url, key_variable=key_variable)

@@ -1,8 +1,8 @@
 """Every model provider exai-mcp can call, each described once.
 
-    for spec in PROVIDERS:                      # in `model=auto` preference order
-        print(spec.title, spec.key_variables)
-    providers = create_providers(settings)      # the configured ones, ready to call
+    titles = [spec.title for spec in PROVIDERS]  # in `model=auto` preference order
+    kimi = SPECS["kimi"]                         # KIMI_API_KEY, KIMI_BASE_URL, ...
+    providers = create_providers(settings)       # the configured ones, ready to call
 
 A `ProviderSpec` holds what is true of a provider before any configuration: its name (the
 `kimi:` / `glm:` model prefix and the key of every per-provider map), the variables that
