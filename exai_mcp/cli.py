@@ -6,18 +6,20 @@ import argparse
 import contextlib
 import logging
 import sys
+from collections.abc import Iterable
 
 import anyio
 
 from exai_mcp import __version__
 from exai_mcp.config import Settings, load_settings
 from exai_mcp.errors import ConfigError
+from exai_mcp.redact import install_log_redaction
 
 EXIT_CONFIG = 2
 
 
-def configure_logging(level: str) -> None:
-    # stdout carries JSON-RPC only: every log line goes to stderr.
+def configure_logging(level: str, secrets: Iterable[str] = ()) -> None:
+    """Every log line to stderr (stdout carries JSON-RPC only), with the API keys masked."""
     logging.basicConfig(
         level=level.upper(),
         stream=sys.stderr,
@@ -26,6 +28,7 @@ def configure_logging(level: str) -> None:
     for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "openai", "mcp"):
         if logging.getLogger(noisy).level == logging.NOTSET:
             logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    install_log_redaction(secrets)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -67,10 +70,15 @@ def main(argv: list[str] | None = None) -> None:
 
         raise SystemExit(doctor(check_timeout=args.timeout))
     settings = load_or_exit()
-    configure_logging(settings.log_level)
+    configure_logging(
+        settings.log_level,
+        secrets=(
+            p.api_key.get_secret_value() for p in settings.configured_providers() if p.api_key
+        ),
+    )
     log = logging.getLogger("exai_mcp")
     timeouts = settings.timeouts()
-    for warning in timeouts.warnings():
+    for warning in [*settings.warnings(), *timeouts.warnings()]:
         log.warning("%s", warning)
     log.info("%s", timeouts.describe())
     from exai_mcp.server import serve_stdio

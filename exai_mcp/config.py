@@ -4,6 +4,13 @@ No other module reads the environment: everything below is built once at start-u
 down. Settings come from real environment variables first, then from an optional `.env` file
 (`EXAI_ENV_FILE` names it; default `.env` in the working directory).
 
+    settings = load_settings()                 # ConfigError names each bad variable
+    kimi = settings.provider("kimi")           # ProviderSettings: key, key_variable, base_url...
+    for provider in settings.configured_providers(): ...
+    settings.warnings()                        # valid but suspicious: placeholder keys, ...
+
+The per-provider variables are those of the specs in `exai_mcp.providers.registry`.
+
 The timeout hierarchy (T = WORKFLOW_TOOL_TIMEOUT_SECS):
 
     provider attempt (KIMI_/GLM_TIMEOUT_SECS) <= tool budget (T, or EXPERT_ANALYSIS_TIMEOUT_SECS)
@@ -14,19 +21,32 @@ from __future__ import annotations
 
 import math
 import os
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Annotated, Any
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from exai_mcp.errors import ConfigError
+from exai_mcp.providers.registry import GLM, KIMI, PROVIDERS, SPECS, ProviderSpec
 
 MIN_TOOL_TIMEOUT = 1
 MAX_TOOL_TIMEOUT = 3600
 DEADLINE_RATIO = 1.5
 CLIENT_RATIO = 2.5
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def _env(*names: str) -> AliasChoices:
@@ -46,34 +66,47 @@ class Settings(BaseSettings):
 
     log_level: str = Field("INFO", validation_alias=_env("EXAI_LOG_LEVEL"))
 
-    kimi_api_key: SecretStr | None = Field(
-        None, validation_alias=_env("KIMI_API_KEY", "MOONSHOT_API_KEY")
+    # Per provider, named by its spec in exai_mcp.providers.registry (checked at import below):
+    # <name>_api_key, _base_url, _default_model, _max_inflight, _timeout. Read them through
+    # provider(name), which also knows which key variable was used.
+    kimi_api_key: SecretStr | None = Field(None, validation_alias=_env(*KIMI.key_variables))
+    kimi_base_url: str = Field(KIMI.base_url_default, validation_alias=_env(KIMI.base_url_variable))
+    kimi_default_model: str = Field(KIMI.model_default, validation_alias=_env(KIMI.model_variable))
+    kimi_max_inflight: int = Field(
+        KIMI.max_inflight_default, ge=1, le=1000, validation_alias=_env(KIMI.max_inflight_variable)
     )
-    kimi_base_url: str = Field("https://api.moonshot.ai/v1", validation_alias=_env("KIMI_BASE_URL"))
-    kimi_default_model: str = Field(
-        "kimi-k2-0905-preview", validation_alias=_env("KIMI_DEFAULT_MODEL")
+    kimi_timeout: float | None = Field(None, validation_alias=_env(KIMI.timeout_variable))
+    glm_api_key: SecretStr | None = Field(None, validation_alias=_env(*GLM.key_variables))
+    glm_base_url: str = Field(GLM.base_url_default, validation_alias=_env(GLM.base_url_variable))
+    glm_default_model: str = Field(GLM.model_default, validation_alias=_env(GLM.model_variable))
+    glm_max_inflight: int = Field(
+        GLM.max_inflight_default, ge=1, le=1000, validation_alias=_env(GLM.max_inflight_variable)
     )
-    glm_api_key: SecretStr | None = Field(
-        None, validation_alias=_env("GLM_API_KEY", "ZHIPUAI_API_KEY", "ZAI_API_KEY")
+    glm_timeout: float | None = Field(None, validation_alias=_env(GLM.timeout_variable))
+    # Filled by _KeyOrigins, the first source, which overrides anything else (NoDecode: a
+    # stray KEY_ORIGINS variable cannot break parsing).
+    key_origins: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict, repr=False, exclude=True
     )
-    glm_base_url: str = Field("https://api.z.ai/api/paas/v4", validation_alias=_env("GLM_BASE_URL"))
-    glm_default_model: str = Field("glm-4.6", validation_alias=_env("GLM_DEFAULT_MODEL"))
+
     default_model: str = Field("auto", validation_alias=_env("EXAI_DEFAULT_MODEL"))
 
     tool_timeout: float = Field(180, validation_alias=_env("WORKFLOW_TOOL_TIMEOUT_SECS"))
     expert_timeout: float | None = Field(
         None, validation_alias=_env("EXPERT_ANALYSIS_TIMEOUT_SECS")
     )
-    kimi_timeout: float | None = Field(None, validation_alias=_env("KIMI_TIMEOUT_SECS"))
-    glm_timeout: float | None = Field(None, validation_alias=_env("GLM_TIMEOUT_SECS"))
     client_timeout: float | None = Field(None, validation_alias=_env("EXAI_CLIENT_TIMEOUT_SECS"))
 
     max_attempts: int = Field(3, ge=1, le=10, validation_alias=_env("EXAI_MAX_ATTEMPTS"))
-    max_inflight: int = Field(24, ge=1, le=1000, validation_alias=_env("EXAI_MAX_INFLIGHT"))
-    kimi_max_inflight: int = Field(
-        6, ge=1, le=1000, validation_alias=_env("EXAI_KIMI_MAX_INFLIGHT")
+    # Below the sum of the provider limits (6 + 4), so that it limits something.
+    max_inflight: int = Field(
+        8,
+        ge=1,
+        le=1000,
+        validation_alias=_env("EXAI_MAX_INFLIGHT"),
+        description="Provider requests in flight at once across all providers (each call "
+        "also needs its provider's permit).",
     )
-    glm_max_inflight: int = Field(4, ge=1, le=1000, validation_alias=_env("EXAI_GLM_MAX_INFLIGHT"))
     cancel_grace: float = Field(10, ge=0, validation_alias=_env("EXAI_CANCEL_GRACE_SECS"))
     cache_ttl: float = Field(600, ge=0, validation_alias=_env("EXAI_RESULT_CACHE_TTL_SECS"))
     cache_max_entries: int = Field(
@@ -93,6 +126,26 @@ class Settings(BaseSettings):
     thread_ttl_hours: float = Field(24, gt=0, validation_alias=_env("EXAI_THREAD_TTL_HOURS"))
     max_thread_turns: int = Field(50, ge=2, validation_alias=_env("EXAI_MAX_THREAD_TURNS"))
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        origins = _KeyOrigins(settings_cls, env_settings, dotenv_settings)
+        return origins, init_settings, env_settings, dotenv_settings, file_secret_settings
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)} (in any case)")
+        return level
+
     @field_validator("allowed_roots", mode="before")
     @classmethod
     def _split_roots(cls, value: Any) -> Any:
@@ -100,6 +153,30 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(os.pathsep) if part.strip())
         return value
+
+    def provider(self, name: str) -> ProviderSettings:
+        """One provider's settings, configured or not; KeyError for a name not in the registry."""
+        spec = SPECS[name]
+        return ProviderSettings(
+            spec=spec,
+            api_key=getattr(self, f"{name}_api_key"),
+            key_variable=self.key_origins.get(name, spec.key_variable),
+            base_url=getattr(self, f"{name}_base_url"),
+            default_model=getattr(self, f"{name}_default_model"),
+            max_inflight=getattr(self, f"{name}_max_inflight"),
+        )
+
+    def providers(self) -> tuple[ProviderSettings, ...]:
+        """Every provider's settings, configured or not, in registry (`model=auto`) order."""
+        return tuple(self.provider(spec.name) for spec in PROVIDERS)
+
+    def configured_providers(self) -> tuple[ProviderSettings, ...]:
+        """The providers with a key, in registry (`model=auto`) order."""
+        return tuple(p for p in self.providers() if p.configured)
+
+    def attempt_timeout(self, name: str) -> float | None:
+        """The provider's attempt timeout as set (KIMI_TIMEOUT_SECS ...), None when unset."""
+        return getattr(self, f"{SPECS[name].name}_timeout")  # KeyError for an unknown name
 
     def effective_roots(self) -> tuple[Path, ...]:
         """EXAI_ALLOWED_ROOTS, or by default the user's home and the working directory.
@@ -115,18 +192,130 @@ class Settings(BaseSettings):
             roots.append(cwd)
         return tuple(roots)
 
+    def missing_roots(self) -> tuple[str, ...]:
+        """The EXAI_ALLOWED_ROOTS entries that are not existing directories."""
+        return tuple(r for r in self.allowed_roots if not Path(r).expanduser().is_dir())
+
+    def warnings(self) -> list[str]:
+        """Valid settings that are almost certainly not what was meant; logged at start-up.
+
+        Never quotes a key: a key is described by the variable that holds it.
+        """
+        out: list[str] = []
+        for provider in self.configured_providers():
+            problem = provider.key_problem
+            if problem:
+                out.append(
+                    f"{provider.key_variable} {problem}: {provider.spec.name} will refuse every "
+                    f"call (HTTP 401) until it holds your {provider.spec.title} API key"
+                )
+        for root in self.missing_roots():
+            what = (
+                "does not exist" if not Path(root).expanduser().exists() else "is not a directory"
+            )
+            out.append(f"EXAI_ALLOWED_ROOTS names {root}, which {what}: no file can be read there")
+        return out
+
     def timeouts(self) -> Timeouts:
         return Timeouts.from_settings(self)
 
 
+def _check_provider_fields() -> None:
+    """Every spec in the registry has its fields in Settings: fail at import, not at a call."""
+    missing = [
+        f"{spec.name}_{what}"
+        for spec in PROVIDERS
+        for what in ("api_key", "base_url", "default_model", "max_inflight", "timeout")
+        if f"{spec.name}_{what}" not in Settings.model_fields
+    ]
+    if missing:
+        raise TypeError(f"Settings lacks fields for registered providers: {', '.join(missing)}")
+
+
+_check_provider_fields()
+
+
+class _KeyOrigins(PydanticBaseSettingsSource):
+    """Which variable each provider's key came from, by the rule the key itself is read with:
+    the first of its key variables set in the environment, else the first set in the .env file;
+    the documented one when none is."""
+
+    def __init__(
+        self,
+        settings_cls: type[BaseSettings],
+        env: PydanticBaseSettingsSource,
+        dotenv: PydanticBaseSettingsSource,
+    ) -> None:
+        super().__init__(settings_cls)
+        self._sources = [s for s in (env, dotenv) if isinstance(s, EnvSettingsSource)]
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ answers for the one field it fills
+
+    def __call__(self) -> dict[str, Any]:
+        return {"key_origins": {spec.name: self._origin(spec) for spec in PROVIDERS}}
+
+    def _origin(self, spec: ProviderSpec) -> str:
+        for source in self._sources:  # the environment first, then the .env file
+            for variable in spec.key_variables:
+                if source.env_vars.get(variable if source.case_sensitive else variable.lower()):
+                    return variable
+        return spec.key_variable
+
+
+_PLACEHOLDER_SHAPE = re.compile(
+    r"your[-_ ].*|<.*>|x{3,}.*|change[-_ ]?me|sk-x+|\.\.\.", re.IGNORECASE
+)
+
+
+def problem_with_key(key: str) -> str | None:
+    """Why `key` cannot be a real API key (a placeholder, blank, spaced), or None.
+
+    The answer describes the key's shape only, never the key.
+    """
+    stripped = key.strip()
+    if not stripped:
+        return "holds only whitespace"
+    placeholders = {spec.key_placeholder.lower() for spec in PROVIDERS}
+    if stripped.lower() in placeholders or _PLACEHOLDER_SHAPE.fullmatch(stripped):
+        return "holds a placeholder, not a key"
+    if any(ch.isspace() for ch in key):
+        return "contains whitespace, which no API key does"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSettings:
+    """One provider's settings: `Settings.provider(name)`."""
+
+    spec: ProviderSpec
+    api_key: SecretStr | None
+    key_variable: str  # where the key came from (MOONSHOT_API_KEY ...); the first when unset
+    base_url: str
+    default_model: str
+    max_inflight: int
+
+    @property
+    def configured(self) -> bool:
+        return self.api_key is not None
+
+    @property
+    def key_problem(self) -> str | None:
+        """Why the key cannot be a real one (see `problem_with_key`), or None; never the key."""
+        return problem_with_key(self.api_key.get_secret_value()) if self.api_key else None
+
+
 @dataclass(frozen=True, slots=True)
 class Timeouts:
-    """The validated timeout hierarchy, in seconds."""
+    """The validated timeout hierarchy, in seconds.
+
+    `attempt` holds one provider attempt's timeout by provider name; `timeouts.kimi` reads
+    `timeouts.attempt["kimi"]`.
+    """
 
     tool: float
     expert: float
-    kimi: float
-    glm: float
+    attempt: Mapping[str, float]
     server_deadline: int
     client_minimum: int
     client_configured: float | None
@@ -135,11 +324,13 @@ class Timeouts:
     @classmethod
     def from_settings(cls, s: Settings) -> Timeouts:
         t = s.tool_timeout
+        set_attempts = {spec.name: s.attempt_timeout(spec.name) for spec in PROVIDERS}
         return cls(
             tool=t,
             expert=s.expert_timeout if s.expert_timeout is not None else t,
-            kimi=s.kimi_timeout if s.kimi_timeout is not None else t,
-            glm=s.glm_timeout if s.glm_timeout is not None else t,
+            attempt=MappingProxyType(
+                {name: t if value is None else value for name, value in set_attempts.items()}
+            ),
             # ceil, not round: round(1.5 * 3) == 4 but round(2.5 * 3) == 8 breaks the ratios.
             server_deadline=math.ceil(DEADLINE_RATIO * t),
             client_minimum=math.ceil(CLIENT_RATIO * t),
@@ -148,12 +339,24 @@ class Timeouts:
                 var
                 for var, value in (
                     ("EXPERT_ANALYSIS_TIMEOUT_SECS", s.expert_timeout),
-                    ("KIMI_TIMEOUT_SECS", s.kimi_timeout),
-                    ("GLM_TIMEOUT_SECS", s.glm_timeout),
+                    *((SPECS[n].timeout_variable, v) for n, v in set_attempts.items()),
                 )
                 if value is None
             ),
         )
+
+    def __getattr__(self, name: str) -> float:
+        # Only called when normal lookup fails: `timeouts.glm` is the GLM attempt timeout.
+        try:
+            return object.__getattribute__(self, "attempt")[name]
+        except (AttributeError, KeyError):
+            raise AttributeError(f"{type(self).__name__} has no attribute {name!r}") from None
+
+    def bounded(self) -> list[tuple[str, float]]:
+        """(variable, value) of each timeout that must be at most T."""
+        return [("EXPERT_ANALYSIS_TIMEOUT_SECS", self.expert)] + [
+            (spec.timeout_variable, self.attempt[spec.name]) for spec in PROVIDERS
+        ]
 
     def problems(self) -> list[str]:
         """Each rule the configuration breaks, naming the variable, its value and the rule."""
@@ -164,11 +367,7 @@ class Timeouts:
                 f"WORKFLOW_TOOL_TIMEOUT_SECS={_fmt(t)} is outside the allowed range "
                 f"{MIN_TOOL_TIMEOUT}..{MAX_TOOL_TIMEOUT} seconds"
             )
-        for var, value in (
-            ("EXPERT_ANALYSIS_TIMEOUT_SECS", self.expert),
-            ("KIMI_TIMEOUT_SECS", self.kimi),
-            ("GLM_TIMEOUT_SECS", self.glm),
-        ):
+        for var, value in self.bounded():
             if var in self.defaulted:
                 continue
             if value <= 0:
@@ -200,9 +399,10 @@ class Timeouts:
     def describe(self) -> str:
         """The one line logged at start-up."""
         t = self.tool
+        attempts = " ".join(f"{name}={_fmt(value)}s" for name, value in self.attempt.items())
         return (
-            f"timeouts: tool={_fmt(t)}s expert={_fmt(self.expert)}s kimi={_fmt(self.kimi)}s "
-            f"glm={_fmt(self.glm)}s server_deadline={self.server_deadline}s "
+            f"timeouts: tool={_fmt(t)}s expert={_fmt(self.expert)}s {attempts} "
+            f"server_deadline={self.server_deadline}s "
             f"({self.server_deadline / t:.2f}x) client_minimum={self.client_minimum}s "
             f"({self.client_minimum / t:.2f}x)"
             + (
@@ -216,8 +416,7 @@ class Timeouts:
         return {
             "tool_secs": self.tool,
             "expert_secs": self.expert,
-            "kimi_attempt_secs": self.kimi,
-            "glm_attempt_secs": self.glm,
+            **{f"{name}_attempt_secs": value for name, value in self.attempt.items()},
             "server_deadline_secs": self.server_deadline,
             "client_minimum_secs": self.client_minimum,
             "client_configured_secs": self.client_configured,
@@ -246,6 +445,8 @@ def load_settings(env_file: str | None = None, *, check_timeouts: bool = True) -
         settings = Settings(_env_file=env_file or ".env")  # type: ignore[call-arg]
     except ValidationError as exc:
         raise ConfigError("invalid settings:\n" + _describe_validation(exc)) from None
+    except SettingsError as exc:  # a value the settings sources cannot even parse
+        raise ConfigError(f"invalid settings: {exc}") from None
     problems = settings.timeouts().problems() if check_timeouts else []
     if problems:
         raise ConfigError("invalid timeout hierarchy:\n" + "\n".join(f"  - {p}" for p in problems))
@@ -256,7 +457,8 @@ def _describe_validation(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
         name = str(err["loc"][0]) if err["loc"] else "?"
-        lines.append(f"  - {_variable_for(name)}={err.get('input')!r}: {err['msg']}")
+        message = err["msg"].removeprefix("Value error, ")
+        lines.append(f"  - {_variable_for(name)}={err.get('input')!r}: {message}")
     return "\n".join(lines)
 
 

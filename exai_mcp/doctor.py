@@ -7,8 +7,10 @@ It reads the settings exactly as the server does (`exai_mcp.config`), but where 
 refuses to start on an invalid timeout hierarchy, doctor reports every broken rule and carries
 on. Each configured provider is asked for its model list (`GET <base URL>/models`), and the
 time it took or its exact error is printed. The client snippets carry the timeouts the
-hierarchy needs. API keys are only ever shown as set or unset, and the snippets hold
-placeholders, never a key.
+hierarchy needs. API keys are only ever shown as set (naming the variable that holds them) or
+unset, and the snippets hold placeholders, never a key. Settings that are valid but almost
+certainly wrong (a key that is still a placeholder, an EXAI_ALLOWED_ROOTS entry that does not
+exist) are warnings.
 
 Exit status: 0 when nothing is wrong, 1 when something must change (each problem is listed at
 the end with what to change): no provider configured, a configured provider unreachable or
@@ -32,7 +34,7 @@ import anyio
 from pydantic import AliasChoices, SecretStr
 
 from exai_mcp import __version__
-from exai_mcp.config import Settings, Timeouts, load_settings, named_env_file
+from exai_mcp.config import ProviderSettings, Settings, Timeouts, load_settings, named_env_file
 from exai_mcp.errors import (
     AuthRejected,
     BadRequest,
@@ -42,15 +44,18 @@ from exai_mcp.errors import (
     Unreachable,
 )
 from exai_mcp.providers.base import Provider
-from exai_mcp.providers.catalog import KNOWN_MODELS, PROVIDER_KEYS, PROVIDER_ORDER
-from exai_mcp.server import create_providers
+from exai_mcp.providers.catalog import KNOWN_MODELS
+from exai_mcp.providers.registry import (
+    PROVIDERS,
+    SPECS,
+    create_providers,
+    describe_all_key_variables,
+)
 from exai_mcp.store.threads import default_db_path
 
 DEFAULT_CHECK_TIMEOUT = 5.0
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
-PROVIDER_TITLES = {"kimi": "Kimi (Moonshot)", "glm": "GLM (Zhipu / Z.ai)"}
-KEY_PLACEHOLDERS = {"kimi": "your-kimi-api-key", "glm": "your-glm-api-key"}
 GIT_SOURCE = "git+https://github.com/OWNER/exai-mcp"
 
 
@@ -155,7 +160,9 @@ def variable_names(name: str) -> tuple[str, ...]:
 def show_configuration(report: Report, settings: Settings) -> None:
     report.heading("Configuration (environment first, then the .env file)")
     rows: list[tuple[str, str]] = []
-    for name in Settings.model_fields:
+    for name, field_info in Settings.model_fields.items():
+        if field_info.exclude:
+            continue  # derived, not a variable anyone sets
         variables = variable_names(name)
         value = getattr(settings, name)
         label = variables[0]
@@ -174,13 +181,15 @@ def show_configuration(report: Report, settings: Settings) -> None:
     width = max(len(label) for label, _ in rows)
     for label, shown in rows:
         report.line(f"  {label.ljust(width)}  {shown}")
+    for text in settings.warnings():
+        report.warning(text)
 
 
 def describe_value(name: str, value: Any, settings: Settings) -> str:
     if isinstance(value, SecretStr) or name.endswith("_api_key"):
-        return "set" if value else "unset"
+        return describe_key(settings.provider(name.removesuffix("_api_key")))
     if value is None:
-        if name in ("expert_timeout", "kimi_timeout", "glm_timeout"):
+        if name == "expert_timeout" or name.removesuffix("_timeout") in SPECS:
             return f"unset: follows WORKFLOW_TOOL_TIMEOUT_SECS ({_fmt(settings.tool_timeout)} s)"
         if name == "state_db":
             return f"unset: {default_db_path()}"
@@ -191,6 +200,14 @@ def describe_value(name: str, value: Any, settings: Settings) -> str:
     if isinstance(value, float):
         return _fmt(value)
     return str(value)
+
+
+def describe_key(provider: ProviderSettings) -> str:
+    """Whether the key is set, and in which variable; never the key."""
+    if not provider.configured:
+        return "unset"
+    problem = provider.key_problem
+    return f"set in {provider.key_variable}" + (f", but it {problem}" if problem else "")
 
 
 # ----------------------------------------------------------------------------- timeouts
@@ -210,12 +227,14 @@ def show_timeouts(report: Report, t: Timeouts) -> bool:
             f"{_fmt(t.expert)} s",
             "EXPERT_ANALYSIS_TIMEOUT_SECS" + follows("EXPERT_ANALYSIS_TIMEOUT_SECS"),
         ),
-        (
-            "one Kimi attempt",
-            f"{_fmt(t.kimi)} s",
-            "KIMI_TIMEOUT_SECS" + follows("KIMI_TIMEOUT_SECS"),
+        *(
+            (
+                f"one {spec.name} attempt",
+                f"{_fmt(t.attempt[spec.name])} s",
+                spec.timeout_variable + follows(spec.timeout_variable),
+            )
+            for spec in PROVIDERS
         ),
-        ("one GLM attempt", f"{_fmt(t.glm)} s", "GLM_TIMEOUT_SECS" + follows("GLM_TIMEOUT_SECS")),
         ("server deadline", f"{t.server_deadline} s", "ceil(1.5 T): a request ends by then"),
         ("client must wait", f"{t.client_minimum} s", "ceil(2.5 T): set your client to this"),
         (
@@ -280,29 +299,28 @@ async def check_all(providers: dict[str, Provider], timeout: float) -> dict[str,
 
 async def show_providers(report: Report, settings: Settings, timeout: float) -> None:
     report.heading(f"Providers (each asked for GET <base URL>/models, {_fmt(timeout)} s allowed)")
-    providers = create_providers(settings)
-    checks = await check_all(providers, timeout)
-    defaults = {"kimi": settings.kimi_default_model, "glm": settings.glm_default_model}
-    base_urls = {"kimi": settings.kimi_base_url, "glm": settings.glm_base_url}
+    checks = await check_all(create_providers(settings), timeout)
+    configured = [p.spec.name for p in settings.configured_providers()]
     working = 0
-    for name in PROVIDER_ORDER:
-        var = name.upper()
-        report.line(f"  {PROVIDER_TITLES[name]}")
+    for provider in settings.providers():
+        spec = provider.spec
+        name = spec.name
+        report.line(f"  {spec.title}")
         known = [m for m in KNOWN_MODELS if m.provider == name]
         report.line(
             "    known models:  "
             + ", ".join(m.id + (f" ({', '.join(m.aliases)})" if m.aliases else "") for m in known)
         )
-        if name not in providers:
-            report.line(f"    not configured: set {PROVIDER_KEYS[name]} to use it")
+        if not provider.configured:
+            report.line(f"    not configured: set {spec.describe_key_variables()} to use it")
             continue
         check = checks[name]
-        default = defaults[name]
+        default = provider.default_model
         known_ids = {m.id for m in known}
         note = "" if default in known_ids else f" (not in the table; reached as {name}:{default})"
-        report.line("    key:           set")
-        report.line(f"    base URL:      {base_urls[name]}  ({var}_BASE_URL)")
-        report.line(f"    default model: {default}{note}  ({var}_DEFAULT_MODEL)")
+        report.line(f"    key:           {describe_key(provider)}")
+        report.line(f"    base URL:      {provider.base_url}  ({spec.base_url_variable})")
+        report.line(f"    default model: {default}{note}  ({spec.model_variable})")
         took = f"{check.seconds * 1000:.0f} ms"
         if check.ok:
             working += 1
@@ -313,49 +331,57 @@ async def show_providers(report: Report, settings: Settings, timeout: float) -> 
             if check.models and default not in check.models:
                 report.warning(
                     f"{name}: the default model {default} is not in the list the provider "
-                    f"serves; set {var}_DEFAULT_MODEL to one of them if calls fail"
+                    f"serves; set {spec.model_variable} to one of them if calls fail"
                 )
             continue
         assert check.error is not None
         if check.fatal:
             report.line(f"    check:         FAILED after {took}: {check.error}")
-            report.problem(what_to_change(name, check, base_urls[name]))
+            others = [n for n in configured if n != name and not checks[n].fatal]
+            report.problem(what_to_change(provider, check, others))
             continue
         report.line(f"    check:         answered with an error after {took}: {check.error}")
         if isinstance(check.error, BadRequest):
             working += 1  # it answered; only the model list is missing
         report.warning(
             f"{name} is reachable but its model list failed, so the key is not confirmed; if "
-            f"tool calls fail too, check {var}_BASE_URL (it must end with the API prefix, "
-            f"like {Settings.model_fields[f'{name}_base_url'].default})"
+            f"tool calls fail too, check {spec.base_url_variable} (it must end with the API "
+            f"prefix, like {spec.base_url_default})"
         )
-    if not providers:
+    if not configured:
         report.problem(
-            "no model provider is configured: set "
-            + " or ".join(PROVIDER_KEYS[p] for p in PROVIDER_ORDER)
-            + ' in the environment the client starts exai-mcp with (the "env" block of its '
+            f"no model provider is configured: set {describe_all_key_variables()} in the "
+            'environment the client starts exai-mcp with (the "env" block of its '
             "configuration) or in the .env file"
         )
     elif not working and not report.problems:
         report.warning("no configured provider could be confirmed working")
 
 
-def what_to_change(name: str, check: ProviderCheck, base_url: str) -> str:
-    var = name.upper()
+def what_to_change(provider: ProviderSettings, check: ProviderCheck, others: list[str]) -> str:
+    """What to do about a provider that cannot serve calls; `others` are the working ones."""
+    spec = provider.spec
+    name = spec.name
     error = check.error
     if isinstance(error, AuthRejected):
+        fallback = (
+            f"until then, model=auto skips {name} and uses {' or '.join(others)}"
+            if others
+            else "until then every call fails: no other provider is configured and working"
+        )
         return (
-            f"{name} rejected its key: put a valid key in {PROVIDER_KEYS[name]}; keys belong "
-            f"to one platform, so {base_url} refuses a key made for another region's endpoint"
+            f"{name} rejected its key: put a valid key in {provider.key_variable}; keys belong "
+            f"to one platform, so {provider.base_url} refuses a key made for another region's "
+            f"endpoint; {fallback}"
         )
     if isinstance(error, Unreachable):
         return (
-            f"{name} is unreachable at {base_url}: correct {var}_BASE_URL, or fix the network "
-            "or proxy settings (the exact error is on its check line above)"
+            f"{name} is unreachable at {provider.base_url}: correct {spec.base_url_variable}, "
+            "or fix the network or proxy settings (the exact error is on its check line above)"
         )
     return (
-        f"{name} at {base_url} did not answer in time: check {var}_BASE_URL and the network, "
-        "or run doctor again with a longer --timeout"
+        f"{name} at {provider.base_url} did not answer in time: check "
+        f"{spec.base_url_variable} and the network, or run doctor again with a longer --timeout"
     )
 
 
@@ -389,21 +415,15 @@ def checkout_root() -> Path | None:
 
 def snippet_env(settings: Settings, t: Timeouts) -> dict[str, str]:
     """Placeholders for the keys, non-default base URLs, and the timeout variables."""
-    configured = [
-        p for p in PROVIDER_ORDER if getattr(settings, f"{p}_api_key") is not None
-    ] or list(PROVIDER_ORDER)
+    providers = settings.configured_providers() or settings.providers()
     env: dict[str, str] = {}
-    for name in configured:
-        env[f"{name.upper()}_API_KEY"] = KEY_PLACEHOLDERS[name]
-        base_url = getattr(settings, f"{name}_base_url")
-        if base_url != Settings.model_fields[f"{name}_base_url"].default:
-            env[f"{name.upper()}_BASE_URL"] = base_url
+    for provider in providers:
+        spec = provider.spec
+        env[spec.key_variable] = spec.key_placeholder
+        if provider.base_url != spec.base_url_default:
+            env[spec.base_url_variable] = provider.base_url
     env["WORKFLOW_TOOL_TIMEOUT_SECS"] = _fmt(t.tool)
-    for var, value in (
-        ("EXPERT_ANALYSIS_TIMEOUT_SECS", t.expert),
-        ("KIMI_TIMEOUT_SECS", t.kimi),
-        ("GLM_TIMEOUT_SECS", t.glm),
-    ):
+    for var, value in t.bounded():
         if var not in t.defaulted:
             env[var] = _fmt(value)
     return env

@@ -38,10 +38,8 @@ from exai_mcp.middleware.pipeline import Pipeline
 from exai_mcp.middleware.pool import ProviderPool
 from exai_mcp.middleware.retry import RetryPolicy
 from exai_mcp.middleware.singleflight import SingleFlight
-from exai_mcp.providers.base import Provider
 from exai_mcp.providers.catalog import ModelCatalog
-from exai_mcp.providers.glm import create_glm
-from exai_mcp.providers.kimi import create_kimi
+from exai_mcp.providers.registry import create_providers
 from exai_mcp.services import Services
 from exai_mcp.store.threads import ThreadStore, default_db_path
 from exai_mcp.tools import analyze, status, workflow
@@ -62,25 +60,9 @@ INSTRUCTIONS = (
 )
 
 
-def create_providers(settings: Settings) -> dict[str, Provider]:
-    """The configured providers, in preference order for model=auto."""
-    providers: dict[str, Provider] = {}
-    if settings.kimi_api_key:
-        providers["kimi"] = create_kimi(
-            api_key=settings.kimi_api_key.get_secret_value(), base_url=settings.kimi_base_url
-        )
-    if settings.glm_api_key:
-        providers["glm"] = create_glm(
-            api_key=settings.glm_api_key.get_secret_value(), base_url=settings.glm_base_url
-        )
-    return providers
-
-
 def build_services(settings: Settings, task_group: TaskGroup) -> Services:
     timeouts = settings.timeouts()
     providers = create_providers(settings)
-    provider_limits = {"kimi": settings.kimi_max_inflight, "glm": settings.glm_max_inflight}
-    attempt_timeouts = {"kimi": timeouts.kimi, "glm": timeouts.glm}
     pool = ProviderPool(
         providers,
         breakers={
@@ -89,19 +71,14 @@ def build_services(settings: Settings, task_group: TaskGroup) -> Services:
             )
             for name in providers
         },
-        limits={name: TrackedLimiter(name, provider_limits[name]) for name in providers},
-        attempt_timeouts={name: attempt_timeouts[name] for name in providers},
+        limits={
+            name: TrackedLimiter(name, settings.provider(name).max_inflight) for name in providers
+        },
+        attempt_timeouts={name: timeouts.attempt[name] for name in providers},
     )
     global_limit = TrackedLimiter("global", settings.max_inflight)
     catalog = ModelCatalog(
-        {
-            name: default
-            for name, default in (
-                ("kimi", settings.kimi_default_model),
-                ("glm", settings.glm_default_model),
-            )
-            if name in providers
-        },
+        {p.spec.name: p.default_model for p in settings.configured_providers()},
         settings.default_model,
     )
     files = FileAccessPolicy.from_roots(settings.effective_roots(), settings.max_file_bytes)

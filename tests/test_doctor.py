@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,3 +139,75 @@ async def test_no_provider_fails_saying_which_variable_to_set(tmp_path: Path) ->
     assert run.status != 0, run.output
     assert "no model provider is configured: set KIMI_API_KEY" in run.output
     assert "GLM_API_KEY" in run.output
+
+
+async def test_unknown_log_level_is_reported_with_the_allowed_levels(tmp_path: Path) -> None:
+    run = await run_doctor({"KIMI_API_KEY": "kimi-key", "EXAI_LOG_LEVEL": "verbose"}, tmp_path)
+
+    assert run.status != 0, run.output
+    assert "EXAI_LOG_LEVEL='verbose'" in run.output
+    assert "DEBUG, INFO, WARNING, ERROR, CRITICAL" in run.output
+    assert "Traceback" not in run.output
+
+
+async def test_allowed_root_that_does_not_exist_is_shown_as_a_warning(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    missing = tmp_path / "no-such-project"
+    env = {
+        "KIMI_API_KEY": "kimi-key",
+        "KIMI_BASE_URL": fake.base_url("/v1"),
+        "EXAI_ALLOWED_ROOTS": f"{tmp_path}{os.pathsep}{missing}",
+    }
+    run = await run_doctor(env, tmp_path)
+
+    assert run.status == 0, run.output  # a warning, not a problem
+    assert f"warning: EXAI_ALLOWED_ROOTS names {missing}, which does not exist" in run.output
+
+
+async def test_placeholder_key_is_flagged_naming_the_variable_it_is_in(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    env = {"MOONSHOT_API_KEY": "your-kimi-api-key", "KIMI_BASE_URL": fake.base_url("/v1")}
+    run = await run_doctor(env, tmp_path)
+
+    assert "warning: MOONSHOT_API_KEY holds a placeholder" in run.output
+    assert "key:           set in MOONSHOT_API_KEY, but it holds a placeholder" in run.output
+
+
+async def test_rejected_key_names_the_variable_used_and_says_auto_uses_the_other_provider(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    fake.require_key = "the-right-key"
+    env = {
+        "MOONSHOT_API_KEY": "wrong-secret-789",
+        "KIMI_BASE_URL": fake.base_url("/v1"),
+        "ZAI_API_KEY": "the-right-key",
+        "GLM_BASE_URL": fake.base_url("/api/paas/v4"),
+    }
+    run = await run_doctor(env, tmp_path)
+
+    assert run.status != 0, run.output
+    assert "kimi rejected its key: put a valid key in MOONSHOT_API_KEY" in run.output
+    assert "model=auto skips kimi and uses glm" in run.output
+    assert "wrong-secret-789" not in run.output and "the-right-key" not in run.output
+
+
+async def test_rejected_key_without_another_provider_says_every_call_fails(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    fake.require_key = "the-right-key"
+    env = {"GLM_API_KEY": "wrong-key", "GLM_BASE_URL": fake.base_url("/api/paas/v4")}
+    run = await run_doctor(env, tmp_path)
+
+    assert run.status != 0, run.output
+    assert "glm rejected its key: put a valid key in GLM_API_KEY" in run.output
+    assert "every call fails: no other provider is configured and working" in run.output
+
+
+def test_doctor_does_not_import_the_server() -> None:
+    code = "import sys, exai_mcp.doctor; print('exai_mcp.server' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=DOCTOR_WAIT
+    )
+    assert result.stdout.strip() == "False", result.stderr

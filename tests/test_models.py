@@ -6,6 +6,7 @@ import pytest
 
 from exai_mcp.errors import ConfigError, InputError
 from exai_mcp.providers.catalog import KNOWN_MODELS, ModelCatalog
+from exai_mcp.providers.registry import PROVIDERS, SPECS
 
 BOTH = ModelCatalog({"kimi": "kimi-k2-0905-preview", "glm": "glm-4.6"})
 
@@ -49,3 +50,25 @@ def test_model_of_an_unconfigured_provider_names_the_variable() -> None:
 def test_no_provider_at_all_says_which_variables_to_set() -> None:
     with pytest.raises(ConfigError, match=r"KIMI_API_KEY.*GLM_API_KEY"):
         ModelCatalog({}).resolve("auto")
+
+
+def test_every_model_in_the_table_belongs_to_a_registered_provider() -> None:
+    assert {m.provider for m in KNOWN_MODELS} == set(SPECS)
+
+
+def test_each_provider_default_model_is_in_the_table() -> None:
+    assert all(
+        any(m.id == spec.model_default and m.provider == spec.name for m in KNOWN_MODELS)
+        for spec in PROVIDERS
+    )
+
+
+def test_unknown_model_offers_every_registered_prefix() -> None:
+    with pytest.raises(InputError) as info:
+        BOTH.resolve("gpt-5")
+    assert all(f"'{spec.name}:<id>'" in str(info.value) for spec in PROVIDERS)
+
+
+def test_unconfigured_provider_error_names_all_its_key_variables() -> None:
+    with pytest.raises(ConfigError, match=r"GLM_API_KEY \(or ZHIPUAI_API_KEY / ZAI_API_KEY\)"):
+        ModelCatalog({"kimi": "kimi-k2-0905-preview"}).resolve("glm:glm-5")

@@ -1,7 +1,7 @@
 """Which models exist, which provider serves each, and how a requested name resolves.
 
 Model ids rotate faster than releases, so besides the table any id is reachable with an
-explicit provider prefix: `kimi:<id>` or `glm:<id>`.
+explicit provider prefix, the provider's registry name: `kimi:<id>` or `glm:<id>`.
 """
 
 from __future__ import annotations
@@ -10,13 +10,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from exai_mcp.errors import ConfigError, InputError
+from exai_mcp.providers.registry import PROVIDERS, SPECS, describe_all_key_variables
 
 UNKNOWN_CONTEXT_WINDOW = 128_000
-PROVIDER_KEYS = {
-    "kimi": "KIMI_API_KEY (or MOONSHOT_API_KEY)",
-    "glm": "GLM_API_KEY (or ZHIPUAI_API_KEY / ZAI_API_KEY)",
-}
-PROVIDER_ORDER = ("kimi", "glm")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,16 +68,17 @@ class ModelCatalog:
                 return self.resolve(self._default_model)
             return self._auto(available)
         provider, sep, model_id = name.partition(":")
-        if sep and provider.lower() in PROVIDER_KEYS:
+        if sep and provider.lower() in SPECS:
             if not model_id:
                 raise InputError(f"model: {name!r} has no model id after the prefix")
             model = ResolvedModel(provider.lower(), model_id, self.context_window(model_id))
             return self._configured(model)
         info = self._by_name.get(name.lower())
         if info is None:
+            prefixes = " / ".join(f"'{spec.name}:<id>'" for spec in PROVIDERS)
             raise InputError(
                 f"model: {name!r} is not a known model. Use 'auto', one of "
-                f"{', '.join(m.id for m in KNOWN_MODELS)}, or 'kimi:<id>' / 'glm:<id>' for "
+                f"{', '.join(m.id for m in KNOWN_MODELS)}, or {prefixes} for "
                 "any other id the provider serves."
             )
         return self._configured(ResolvedModel(info.provider, info.id, info.context_window))
@@ -93,9 +90,8 @@ class ModelCatalog:
     def _auto(self, available: Callable[[str], bool]) -> ResolvedModel:
         if not self._defaults:
             raise ConfigError(
-                "no model provider is configured: set "
-                + " or ".join(PROVIDER_KEYS[p] for p in PROVIDER_ORDER)
-                + " in the server's environment (or its .env file), then restart it"
+                f"no model provider is configured: set {describe_all_key_variables()} "
+                "in the server's environment (or its .env file), then restart it"
             )
         ordered = sorted(self._defaults, key=lambda p: not available(p))
         provider = ordered[0]
@@ -106,7 +102,7 @@ class ModelCatalog:
         if model.provider not in self._defaults:
             raise ConfigError(
                 f"model {model.id!r} is served by {model.provider}, which is not configured: "
-                f"set {PROVIDER_KEYS[model.provider]} in the server's environment, or pick "
-                "another model"
+                f"set {SPECS[model.provider].describe_key_variables()} in the server's "
+                "environment, or pick another model"
             )
         return model

@@ -47,11 +47,13 @@ class OpenAICompatibleProvider:
         api_key: str,
         base_url: str,
         key_variable: str,
+        base_url_variable: str = "",
         adjust_temperature: Callable[[float], float] = lambda t: t,
     ) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
         self.key_variable = key_variable
+        self.base_url_variable = base_url_variable or f"{name.upper()}_BASE_URL"
         self._redactor = Redactor([api_key])
         self._adjust_temperature = adjust_temperature
         self._client = _client_for(api_key, self.base_url)
@@ -157,7 +159,7 @@ class OpenAICompatibleProvider:
             return self._error(
                 Unreachable,
                 f"cannot connect to {self.name} at {self.base_url}: {cause}. "
-                f"Check the base URL ({self.name.upper()}_BASE_URL) and the network.",
+                f"Check the base URL ({self.base_url_variable}) and the network.",
                 model,
             )
         if isinstance(exc, openai.APIStatusError):

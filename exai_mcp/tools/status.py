@@ -11,6 +11,7 @@ from mcp_types import ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from exai_mcp import __version__
+from exai_mcp.providers.registry import SPECS
 from exai_mcp.services import Services
 from exai_mcp.tools.base import ToolInput, ToolOutput, ToolSpec, compact_schema
 
@@ -80,7 +81,7 @@ async def status(_args: StatusInput, services: Services) -> StatusOutput:
     pool = services.pool
     limiters = [services.pipeline.global_limit, *pool.limits.values()]
     providers: dict[str, dict[str, Any]] = {}
-    for name in ("kimi", "glm"):
+    for name in SPECS:
         configured = name in pool.providers
         entry: dict[str, Any] = {"configured": configured}
         if configured:

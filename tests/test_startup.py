@@ -1,0 +1,124 @@
+"""Starting `python -m exai_mcp` as a client does: a bad setting stops it with exit status 2 and
+one stderr line naming the variable; a suspicious one is a warning on stderr, and it serves."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from fake_provider import FakeProvider
+from mcp import Client
+
+from tests.conftest import stdio_params
+
+START_WAIT = 30.0  # seconds; with stdin closed the server reads EOF and exits at once
+EXIT_CONFIG = 2
+
+
+def start(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run the server with stdin closed: it validates its settings, starts, and exits on EOF."""
+    full_env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": os.environ.get("HOME", ""),
+        "EXAI_STATE_DB": ":memory:",
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "exai_mcp"],
+        env=full_env,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=START_WAIT,
+        check=False,
+    )
+
+
+def test_unknown_log_level_exits_2_naming_the_variable_and_the_allowed_levels(
+    tmp_path: Path,
+) -> None:
+    run = start({"EXAI_LOG_LEVEL": "verbose"}, tmp_path)
+
+    assert run.returncode == EXIT_CONFIG, run.stderr
+    assert "EXAI_LOG_LEVEL='verbose'" in run.stderr
+    assert "DEBUG, INFO, WARNING, ERROR, CRITICAL" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert run.stdout == ""  # stdout is the protocol channel
+
+
+def test_log_level_in_lower_case_is_accepted(tmp_path: Path) -> None:
+    run = start({"EXAI_LOG_LEVEL": "debug"}, tmp_path)
+
+    assert run.returncode == 0, run.stderr
+    assert " DEBUG " in run.stderr
+
+
+def test_a_bad_number_exits_2_naming_the_variable(tmp_path: Path) -> None:
+    run = start({"EXAI_MAX_INFLIGHT": "0"}, tmp_path)
+
+    assert run.returncode == EXIT_CONFIG, run.stderr
+    assert "EXAI_MAX_INFLIGHT='0'" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_allowed_root_that_does_not_exist_is_warned_about_and_the_server_starts(
+    tmp_path: Path,
+) -> None:
+    missing = tmp_path / "no-such-project"
+    run = start({"EXAI_ALLOWED_ROOTS": f"{tmp_path}{os.pathsep}{missing}"}, tmp_path)
+
+    assert run.returncode == 0, run.stderr
+    warnings = [line for line in run.stderr.splitlines() if " WARNING " in line]
+    assert any("EXAI_ALLOWED_ROOTS" in line and str(missing) in line for line in warnings), (
+        run.stderr
+    )
+    assert not any(f"{tmp_path}," in line for line in warnings)  # the existing root is fine
+
+
+def test_placeholder_key_is_warned_about_naming_the_variable(tmp_path: Path) -> None:
+    run = start({"KIMI_API_KEY": "your-kimi-api-key"}, tmp_path)
+
+    assert run.returncode == 0, run.stderr
+    warnings = [line for line in run.stderr.splitlines() if " WARNING " in line]
+    assert any("KIMI_API_KEY" in line and "placeholder" in line for line in warnings), run.stderr
+
+
+def test_key_warning_names_the_variable_used_and_never_prints_the_key(tmp_path: Path) -> None:
+    key = "sk-abc123 def456"  # a real key pasted with a space in it
+    run = start({"ZHIPUAI_API_KEY": key}, tmp_path)
+
+    assert run.returncode == 0, run.stderr
+    assert "ZHIPUAI_API_KEY contains whitespace" in run.stderr
+    assert "sk-abc123" not in run.stderr and "def456" not in run.stderr
+
+
+def test_a_real_looking_key_and_existing_roots_start_without_warnings(tmp_path: Path) -> None:
+    run = start(
+        {"KIMI_API_KEY": "sk-3f9a8b7c6d5e4f", "EXAI_ALLOWED_ROOTS": str(tmp_path)}, tmp_path
+    )
+
+    assert run.returncode == 0, run.stderr
+    assert " WARNING " not in run.stderr
+
+
+async def test_rejected_key_error_names_the_variable_the_key_came_from(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    fake.require_key = "the-right-key"
+    env = {
+        "MOONSHOT_API_KEY": "a-wrong-key-789",
+        "KIMI_BASE_URL": fake.base_url("/v1"),
+        "EXAI_STATE_DB": str(tmp_path / "state.sqlite3"),
+        "EXAI_ALLOWED_ROOTS": str(tmp_path),
+    }
+    async with Client(stdio_params(env)) as client:
+        result = await client.call_tool("analyze", {"text": "Is this design sound?"})
+
+    assert result.is_error
+    text = result.content[0].text
+    assert "rejected the API key in MOONSHOT_API_KEY" in text, text
+    assert "KIMI_API_KEY" not in text
+    assert "a-wrong-key-789" not in text
