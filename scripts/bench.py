@@ -24,7 +24,7 @@ the `mcp` SDK's stdio client, started once, warmed up, then timed:
     against the bare server's resident memory at rest.
 
 exai-mcp runs with EXAI_MAX_INFLIGHT and EXAI_KIMI_MAX_INFLIGHT raised to 64: the defaults
-(24 and 6) would queue (a)'s 50 calls in waves of 6, which is the limit doing its job, not speed.
+(8 and 6) would queue (a)'s 50 calls in waves of 6, which is the limit doing its job, not speed.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ E_CALLS, E_BURST, E_TARGET = 2000, 50, 0.05  # distinct calls; at once; RSS grow
 
 SETTINGS_NOTE = (
     f"exai-mcp runs with EXAI_MAX_INFLIGHT={LIMIT} and EXAI_KIMI_MAX_INFLIGHT={LIMIT}: the "
-    "defaults (24, 6) would run (a) in waves of 6.",
+    "defaults (8, 6) would run (a) in waves of 6.",
     "(a), (b), (d) and c2: result cache on (the default). (c): a second server with "
     "EXAI_RESULT_CACHE_TTL_SECS=0, so every call runs the whole pipeline and the provider call.",
     "(c): calls/s = 1 / median time of one call, calls made one after another on one session.",

@@ -5,11 +5,12 @@ this process, spawns the real exai-mcp server (`python -m exai_mcp`) as a subpro
 to it over stdio with the official `mcp` client, and shows what an assistant would get:
 
 1. the tools the server lists;
-2. `analyze` answered by a Kimi model and by a GLM model, with the progress received;
-3. the same call again, answered from the result cache;
-4. 20 identical concurrent calls, which reach the provider once (single-flight);
-5. 20 distinct concurrent calls at 500 ms provider latency, which take about 0.5 s;
-6. the `status` tool's summary.
+2-3. `analyze` answered by a Kimi model and by a GLM model, with the progress received;
+4. the same call again, answered from the result cache;
+5. 20 identical concurrent calls, which reach the provider once (single-flight);
+6. 20 distinct concurrent calls at 500 ms provider latency, which take about 0.5 s (with the
+   concurrency limits raised above their defaults, which the demo says);
+7. the `status` tool's summary.
 
 Exits 0 when every step worked, 1 with a message saying what failed otherwise. The server's
 own log (stderr) goes to a temporary file, printed only when something fails.
@@ -34,6 +35,11 @@ CHUNK_DELAY = 0.05  # seconds between streamed chunks in steps 2-3, so progress 
 CONCURRENT = 20
 DEMO_TIMEOUT = 60.0  # seconds for the whole demo, whatever happens
 CALL_TIMEOUT = 30.0  # seconds for one tool call
+# The defaults (EXAI_MAX_INFLIGHT 8, EXAI_KIMI_MAX_INFLIGHT 6) would run step 6 in waves.
+RAISED_LIMITS = {
+    "EXAI_MAX_INFLIGHT": str(CONCURRENT),
+    "EXAI_KIMI_MAX_INFLIGHT": str(CONCURRENT),
+}
 KIMI_MODEL, GLM_MODEL = "kimi-k2", "glm-4.6"
 QUESTION = (
     "Our MCP server calls the model provider with a synchronous HTTP client inside an async "
@@ -55,14 +61,25 @@ def server_params(fake: FakeProvider, tmp: Path) -> StdioServerParameters:
         "GLM_BASE_URL": fake.base_url("/api/paas/v4"),  # Zhipu's path layout
         "EXAI_STATE_DB": str(tmp / "state.sqlite3"),
         "EXAI_ALLOWED_ROOTS": str(tmp),
-        # The default (6) would run step 5's 20 calls in waves of 6: the limit at work.
-        "EXAI_KIMI_MAX_INFLIGHT": str(CONCURRENT),
+        # Raised above their defaults so step 6's calls all run at once; step 6 says so.
+        **RAISED_LIMITS,
         "EXAI_LOG_LEVEL": "INFO",  # goes to the log file, not to this screen
     }
     # cwd=tmp: a .env file in the checkout cannot change what the demo shows.
     return StdioServerParameters(
         command=sys.executable, args=["-m", "exai_mcp"], env=env, cwd=str(tmp)
     )
+
+
+def default_limit(variable: str) -> int:
+    """The default of a limit variable, as the server's own settings define it."""
+    from exai_mcp.config import Settings
+
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        if variable in getattr(alias, "choices", ()):
+            return int(Settings.model_fields[name].default)
+    raise KeyError(variable)
 
 
 def say(text: str = "", indent: int = 0) -> None:
@@ -193,6 +210,16 @@ async def demo(errlog: TextIO, tmp: Path) -> None:
                 )
 
             heading(6, f"{CONCURRENT} different calls at once, {ms(LATENCY)} provider latency")
+            say(
+                "this demo raised "
+                + " and ".join(
+                    f"{name} to {value} (default {default_limit(name)})"
+                    for name, value in RAISED_LIMITS.items()
+                )
+                + " so they all run at once; with the defaults they would run in waves: "
+                "the limits at work",
+                3,
+            )
             fake.reset()
             started = time.perf_counter()
             calls = [

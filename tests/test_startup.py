@@ -122,3 +122,25 @@ async def test_rejected_key_error_names_the_variable_the_key_came_from(
     assert "rejected the API key in MOONSHOT_API_KEY" in text, text
     assert "KIMI_API_KEY" not in text
     assert "a-wrong-key-789" not in text
+
+
+def test_logging_as_the_server_sets_it_up_masks_every_api_key(tmp_path: Path) -> None:
+    key = "sk-live-0123456789abcdefghij"
+    script = (
+        "import logging\n"
+        "from exai_mcp.cli import configure_logging\n"
+        f"configure_logging('INFO', secrets=[{key!r}])\n"
+        f"logging.getLogger('openai.any.child').warning('echoed: Bearer %s', {key!r})\n"
+        f"logging.getLogger('exai_mcp').info('cut: %s', {key[:12]!r})\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=START_WAIT,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "echoed: Bearer ***" in run.stderr and "cut: ***" in run.stderr
+    assert key[:8] not in run.stderr
