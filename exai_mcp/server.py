@@ -1,8 +1,9 @@
 """Assembles the exai-mcp server: services, the pipeline, and the tools it exposes.
 
 Read top to bottom, this is the request's journey: `tools/call` arrives, its arguments are
-validated against the tool's pydantic input model, the tool prepares the call, and the
-pipeline (middleware/pipeline.py) runs it down to the provider. Every failure comes back as an
+validated against the tool's pydantic input model, and the pipeline (middleware/pipeline.py)
+runs it: the tool plans the call, the layers carry the plan down to the provider, and the tool
+finishes the call for its caller with the answer. Every failure comes back as an
 `isError` result whose text the assistant can act on; nothing a client sends crashes the server.
 """
 

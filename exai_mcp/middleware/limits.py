@@ -1,7 +1,7 @@
 """Concurrency limits whose permits cannot leak and whose holders are always known.
 
     limiter = TrackedLimiter("kimi", 6)
-    async with limiter.hold(Holder.new("req-7", "analyze", "kimi"), deadline, on_wait=report):
+    async with limiter.hold(Holder("req-7", "analyze", "kimi"), deadline, on_wait=report):
         ...                                   # at most 6 bodies run at once, first come first served
 
 Built on `anyio.CapacityLimiter` (FIFO, and it records its borrowers). The permit is taken and
@@ -12,6 +12,8 @@ permit in time gets `BusyError` saying how long it waited and how many were ahea
 In the pipeline a call takes its provider's permit first and the global one second, for one
 attempt at a time, so no call ever holds a permit while it waits for another it may not get
 soon: a queue at one provider never blocks a call to the other (no head-of-line blocking).
+The provider limits protect each API key; the global limit caps the provider requests this
+server runs at once across all providers, and by default binds only when both are busy.
 """
 
 from __future__ import annotations

@@ -11,18 +11,17 @@ from exai_mcp.middleware.metrics import ProviderStats
 from exai_mcp.providers.base import Provider
 
 
-@dataclass(frozen=True)
+@dataclass
 class ProviderPool:
     providers: Mapping[str, Provider]
     """In preference order for model=auto."""
     breakers: Mapping[str, CircuitBreaker]
     limits: Mapping[str, TrackedLimiter]
     attempt_timeouts: Mapping[str, float]
-    stats: Mapping[str, ProviderStats] = field(default_factory=dict)
+    stats: dict[str, ProviderStats] = field(init=False)
 
     def __post_init__(self) -> None:
-        if not self.stats:
-            object.__setattr__(self, "stats", {name: ProviderStats() for name in self.providers})
+        self.stats = {name: ProviderStats() for name in self.providers}
 
     def available(self, provider: str) -> bool:
         """False while the provider is paused (failing, or its key was rejected)."""
