@@ -41,6 +41,7 @@ from exai_mcp.middleware.retry import RetryPolicy
 from exai_mcp.middleware.singleflight import SingleFlight
 from exai_mcp.providers.catalog import ModelCatalog
 from exai_mcp.providers.registry import create_providers
+from exai_mcp.redact import Redactor
 from exai_mcp.services import Services
 from exai_mcp.store.threads import ThreadStore, default_db_path
 from exai_mcp.tools import analyze, status, workflow
@@ -94,6 +95,9 @@ def build_services(settings: Settings, task_group: TaskGroup) -> Services:
         policy=RetryPolicy(max_attempts=settings.max_attempts),
         max_output_tokens=settings.max_output_tokens,
         progress_interval=settings.progress_interval,
+        redactor=Redactor(
+            p.api_key.get_secret_value() for p in settings.configured_providers() if p.api_key
+        ),
     )
     return Services(
         settings=settings,

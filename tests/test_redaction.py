@@ -8,10 +8,13 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from fake_provider import FakeProvider
 
 from exai_mcp.redact import MASK, MIN_RUN, RedactingFilter, Redactor, install_log_redaction
+from tests.conftest import in_process_client, settings_for
 
 KEY = "sk-Zq8vN3pX7tLw2RbK9mYc4HdJ6sFg1A"  # 32 characters, like a Moonshot key
 
@@ -109,3 +112,22 @@ def test_installing_twice_replaces_the_filter(root_output: io.StringIO) -> None:
         assert sum(isinstance(f, RedactingFilter) for f in handler.filters) == 1
     logging.getLogger("exai_mcp").info("key %s", KEY)
     assert f"key {MASK}" in root_output.getvalue()
+
+
+async def test_a_key_echoed_inside_an_answer_is_masked_before_it_is_stored_or_returned(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    settings = settings_for(fake, tmp_path, KIMI_API_KEY=KEY)
+    glm_key = settings.provider("glm").api_key.get_secret_value()  # type: ignore[union-attr]
+    fake.answer = f"Your config sends Bearer {KEY} and also {glm_key[:10]}; rotate them."
+    async with in_process_client(settings) as client:
+        first = await client.call_tool("analyze", {"text": "what does my config send?"})
+        again = await client.call_tool("analyze", {"text": "what does my config send?"})
+    assert again.structured_content["cached"] is True
+    for result in (first, again):
+        assert not result.is_error
+        text = result.content[0].text + str(result.structured_content)
+        assert "Bearer ***" in text
+        assert not leaked_runs(text, KEY) and not leaked_runs(text, glm_key)
+    stored = (tmp_path / "state.sqlite3").read_bytes()
+    assert KEY[:MIN_RUN].encode() not in stored and glm_key[:MIN_RUN].encode() not in stored

@@ -27,6 +27,7 @@ from exai_mcp.middleware.retry import RetryAttempts, RetryPolicy
 from exai_mcp.middleware.routing import RouteToProvider
 from exai_mcp.middleware.singleflight import ShareIdenticalCalls, SingleFlight
 from exai_mcp.providers.catalog import ModelCatalog
+from exai_mcp.redact import Redactor
 
 
 class RunTool:
@@ -71,6 +72,7 @@ class Pipeline:
         policy: RetryPolicy,
         max_output_tokens: int,
         progress_interval: float,
+        redactor: Redactor,
     ) -> None:
         self.server_deadline = server_deadline
         self.cache = cache
@@ -87,7 +89,7 @@ class Pipeline:
             KeepInCache(cache),  # kept even if every caller left meanwhile
             ProviderBudget(),  # the tool's budget within the latest waiter's deadline
             RouteToProvider(pool, catalog, min_attempt=policy.min_attempt),  # auto fails over
-            BuildPrompt(files, max_output_tokens=max_output_tokens),  # fit the model's window
+            BuildPrompt(files, max_output_tokens=max_output_tokens, redactor=redactor),  # window
             RetryAttempts(policy, pool.stats),  # each attempt below is retried in budget
             CheckBreaker(pool.breakers),  # before every attempt; every failure counts
             ProviderLimit(dict(pool.limits)),  # the provider's permit first...

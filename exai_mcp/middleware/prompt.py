@@ -2,7 +2,8 @@
 
 Files are embedded whole, within what the model's context window leaves after the system
 prompt, the tool's text, room for the answer and a margin for estimation error; a file that
-does not fit is listed with the reason, never cut. The reply is cut at EXAI_MAX_OUTPUT_TOKENS,
+does not fit is listed with the reason, never cut. Every API key is masked in the reply, as in
+errors, before it is cached, stored or returned; then the reply is cut at EXAI_MAX_OUTPUT_TOKENS,
 saying so. Built after routing, so a call that moves to another provider is rebuilt for that
 model's window.
 """
@@ -14,6 +15,7 @@ import time
 from exai_mcp.files import FileAccessPolicy, estimate_tokens
 from exai_mcp.middleware.call import Answer, Call, Next
 from exai_mcp.providers.base import ChatRequest, ChatResult
+from exai_mcp.redact import Redactor
 
 # Room kept free for estimation error: the chars/4 estimate runs low on dense code.
 ESTIMATE_MARGIN = 0.1
@@ -37,9 +39,12 @@ def cap_reply(text: str, max_tokens: int) -> tuple[str, bool]:
 
 
 class BuildPrompt:
-    def __init__(self, files: FileAccessPolicy, *, max_output_tokens: int) -> None:
+    def __init__(
+        self, files: FileAccessPolicy, *, max_output_tokens: int, redactor: Redactor
+    ) -> None:
         self.files = files
         self.max_output_tokens = max_output_tokens
+        self.redactor = redactor
 
     async def __call__(self, call: Call, call_next: Next) -> Answer:
         ask = call.ask
@@ -61,7 +66,8 @@ class BuildPrompt:
         )
         started = time.monotonic()
         result: ChatResult = await call_next(call.replace(chat=chat))
-        text, truncated = cap_reply(result.text, self.max_output_tokens)
+        # A provider that echoes a key in its answer must not get it cached, stored or shown.
+        text, truncated = cap_reply(self.redactor.redact(result.text), self.max_output_tokens)
         return Answer(
             text=text,
             model=result.model,
