@@ -16,7 +16,7 @@ from exai_mcp.files import FileAccessPolicy
 from exai_mcp.middleware.attempt import CallProvider
 from exai_mcp.middleware.breaker import CheckBreaker
 from exai_mcp.middleware.cache import KeepInCache, ResultCache, ServeFromCache
-from exai_mcp.middleware.call import Answer, Call, Layer, Next, Plan, call_key
+from exai_mcp.middleware.call import Answer, Call, Layer, Next, Plan
 from exai_mcp.middleware.deadline import Deadline, EnforceDeadline, ProviderBudget
 from exai_mcp.middleware.limits import GlobalLimit, ProviderLimit, TrackedLimiter
 from exai_mcp.middleware.metrics import CallStats, CountCalls
@@ -26,24 +26,9 @@ from exai_mcp.middleware.prompt import BuildPrompt
 from exai_mcp.middleware.retry import RetryAttempts, RetryPolicy
 from exai_mcp.middleware.routing import RouteToProvider
 from exai_mcp.middleware.singleflight import ShareIdenticalCalls, SingleFlight
+from exai_mcp.middleware.tool import RunTool
 from exai_mcp.providers.catalog import ModelCatalog
 from exai_mcp.redact import Redactor
-
-
-class RunTool:
-    """Layer: the tool plans the call, and finishes it for this caller with the answer.
-
-    Everything below works on the shared answer; `finish` writes this caller's own state (its
-    thread), so callers that share an answer never share a thread.
-    """
-
-    async def __call__(self, call: Call, call_next: Next) -> object:
-        plan: Plan[Any] = await call.prepare()
-        if plan.ask is None:
-            return await plan.finish(None)
-        key = call_key(call.tool, plan.key) if plan.key is not None else None
-        answer: Answer = await call_next(call.replace(plan=plan, key=key))
-        return await plan.finish(answer)
 
 
 def compose(layers: Sequence[Layer]) -> Next:
