@@ -169,6 +169,31 @@ async def test_a_resent_step_is_stored_once(fake: FakeProvider, tmp_path: Path) 
     assert again["thread"]["steps"] == 2
 
 
+async def test_a_resent_earlier_step_keeps_the_steps_after_it(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    async with in_process_client(settings_for(fake, tmp_path)) as client:
+        cid = (await call(client, step(1, total=4)))["continuation_id"]
+        await call(client, step(2, total=4, continuation_id=cid))
+        await call(client, step(3, total=4, continuation_id=cid))
+        await call(client, step(2, total=4, continuation_id=cid))  # a late retry of step 2
+
+    assert [s.payload["workflow_step"] for s in stored(tmp_path, cid).steps] == [1, 2, 3]
+
+
+async def test_a_step_arriving_after_a_later_one_is_inserted_before_it(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    async with in_process_client(settings_for(fake, tmp_path)) as client:
+        cid = (await call(client, step(1, total=4)))["continuation_id"]
+        await call(client, step(3, total=4, continuation_id=cid))
+        await call(client, step(2, total=4, continuation_id=cid))
+
+    thread = stored(tmp_path, cid)
+    assert [s.payload["workflow_step"] for s in thread.steps] == [1, 2, 3]
+    assert [s.number for s in thread.steps] == [1, 2, 3]
+
+
 async def test_backtracking_drops_the_later_steps(fake: FakeProvider, tmp_path: Path) -> None:
     async with in_process_client(settings_for(fake, tmp_path)) as client:
         cid = (await call(client, step(1, total=4)))["continuation_id"]

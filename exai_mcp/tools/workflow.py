@@ -9,7 +9,13 @@ Guarantees:
 - All state lives in the thread store under the `continuation_id`; nothing is kept on the tool
   or in module globals, so concurrent investigations never see each other's steps, and a thread
   survives a server restart.
-- A resent step replaces its earlier copy; a lower `step_number` drops the later steps.
+- Each step is placed inside one store transaction. A resent identical step is kept once; a
+  step number the investigation holds, sent with new content, replaces it and drops the later
+  steps (backtracking); a lower number it does not hold yet (steps sent at once, arriving out
+  of order) is inserted before the later ones, and nothing is dropped.
+- A one-step investigation that asks the expert is stored only with its verdict, in a thread
+  of the caller's own: callers sharing one expert call never share a thread, and a client's
+  retry leaves no half-done thread behind.
 - Paths are checked when the step that names them arrives.
 - A retried final step joins the running expert call or is served from the result cache.
 - Each step's payload carries a prompt-ready `digest` (see `tools/history.py`), updated with the
