@@ -113,8 +113,9 @@ class Settings(BaseSettings):
         le=10_000,
         validation_alias=_env("EXAI_SESSION_MAX_PENDING"),
         description="Requests one client session may have without a reply (1..10000). A call "
-        "beyond it is refused at once with a busy result naming this variable; a reply counts "
-        "only once written, so a client that stops reading its replies stops being read.",
+        "beyond it is refused at once with a busy result naming this variable. A reply counts "
+        "only once it is being written out, so a client that stops reading its replies soon "
+        "stops being read from too (back-pressure).",
     )
     cancel_grace: float = Field(10, ge=0, validation_alias=_env("EXAI_CANCEL_GRACE_SECS"))
     cache_ttl: float = Field(600, ge=0, validation_alias=_env("EXAI_RESULT_CACHE_TTL_SECS"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -29,6 +28,7 @@ RSS_TOLERANCE_MIB = 30
 STALL = 1.0  # seconds without a line written: the client's writes are blocked
 FLOOD_WAIT = 15.0  # seconds to write the flood, or to find it blocked
 DRAIN_WAIT = 30.0
+REPLY_WAIT = 10.0
 BUSY_MARK = "EXAI_SESSION_MAX_PENDING"
 
 
@@ -38,9 +38,6 @@ def rss_mib(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     raise AssertionError("no VmRSS")
-
-
-REPLY_WAIT = 10.0
 
 
 def message(request_id: int, method: str, params: dict[str, Any]) -> bytes:
@@ -252,4 +249,3 @@ def test_the_cap_is_validated(monkeypatch: pytest.MonkeyPatch, value: str) -> No
 
 def test_the_cap_defaults_to_64() -> None:
     assert load_settings().session_max_pending == 64
-    assert os.environ.get("EXAI_SESSION_MAX_PENDING") is None
