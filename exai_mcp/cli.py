@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     for warning in [*settings.warnings(), *timeouts.warnings()]:
         log.warning("%s", warning)
     log.info("%s", timeouts.describe())
-    from exai_mcp.server import serve_stdio
+    from exai_mcp.transports.stdio import serve_stdio
 
     with contextlib.suppress(KeyboardInterrupt):
         anyio.run(serve_stdio, settings)

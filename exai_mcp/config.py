@@ -107,6 +107,16 @@ class Settings(BaseSettings):
         description="Provider requests in flight at once across all providers (each call "
         "also needs its provider's permit).",
     )
+    session_max_pending: int = Field(
+        64,
+        ge=1,
+        le=10_000,
+        validation_alias=_env("EXAI_SESSION_MAX_PENDING"),
+        description="Requests one client session may have without a reply (1..10000). A call "
+        "beyond it is refused at once with a busy result naming this variable. A reply counts "
+        "only once it is being written out, so a client that stops reading its replies soon "
+        "stops being read from too (back-pressure).",
+    )
     cancel_grace: float = Field(10, ge=0, validation_alias=_env("EXAI_CANCEL_GRACE_SECS"))
     cache_ttl: float = Field(600, ge=0, validation_alias=_env("EXAI_RESULT_CACHE_TTL_SECS"))
     cache_max_entries: int = Field(

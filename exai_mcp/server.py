@@ -235,12 +235,4 @@ def build_server(settings: Settings) -> Server[Services]:
     )
 
 
-async def serve_stdio(settings: Settings) -> None:
-    from mcp.server.stdio import stdio_server
-
-    server = build_server(settings)
-    async with stdio_server() as (read_stream, write_stream):
-        await server.run(read_stream, write_stream, server.create_initialization_options())
-
-
-__all__ = ["TOOLS", "build_server", "serve_stdio"]
+__all__ = ["TOOLS", "build_server"]

@@ -1,0 +1,219 @@
+"""A malformed message gets the JSON-RPC error it is owed, with its id, and the server goes on.
+
+Raw lines are written to a spawned `python -m exai_mcp`, as a buggy client would write them:
+the SDK's own client cannot send most of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from exai_mcp.transports.jsonrpc import Rejected, read_line
+
+REPLY_WAIT = 5.0  # seconds for each expected reply; the server answers these at once
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+
+DEEP = "[" * 250 + "]" * 250  # deeper than the 200 levels the SDK's parser accepts
+SURROGATE = "\\ud800"  # the escape, as written on the wire
+
+# (case, raw line, [(code, id)] of the replies it is owed, in order)
+CASES: list[tuple[str, str, list[tuple[int, Any]]]] = [
+    (
+        "wrong jsonrpc",
+        '{"jsonrpc":"1.0","id":1,"method":"tools/list"}',
+        [(INVALID_REQUEST, 1)],
+    ),
+    ("missing jsonrpc", '{"id":2,"method":"tools/list"}', [(INVALID_REQUEST, 2)]),
+    ("missing method", '{"jsonrpc":"2.0","id":3}', [(INVALID_REQUEST, 3)]),
+    ("non-string method", '{"jsonrpc":"2.0","id":4,"method":7}', [(INVALID_REQUEST, 4)]),
+    (
+        "params as a list",
+        '{"jsonrpc":"2.0","id":5,"method":"tools/list","params":[1]}',
+        [(INVALID_REQUEST, 5)],
+    ),
+    (
+        "params as a string",
+        '{"jsonrpc":"2.0","id":"six","method":"tools/list","params":"x"}',
+        [(INVALID_REQUEST, "six")],
+    ),
+    (
+        "nesting deeper than 200 levels",
+        '{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"status","a":'
+        + DEEP
+        + "}}",
+        [(PARSE_ERROR, 7)],
+    ),
+    (
+        "a lone surrogate",
+        '{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"' + SURROGATE + '"}}',
+        [(PARSE_ERROR, 8)],
+    ),
+    (
+        "a batch",
+        '[{"jsonrpc":"2.0","id":9,"method":"tools/list"},'
+        '{"jsonrpc":"2.0","id":10,"method":"ping"}]',
+        [(INVALID_REQUEST, 9), (INVALID_REQUEST, 10)],
+    ),
+    (
+        "two messages on one line",
+        '{"jsonrpc":"2.0","id":11,"method":"tools/list"}{"jsonrpc":"2.0","id":12,"method":"ping"}',
+        [(PARSE_ERROR, 11), (PARSE_ERROR, 12)],
+    ),
+    (
+        "an id that is neither string nor integer",
+        '{"jsonrpc":"2.0","id":1.5,"method":"tools/list"}',
+        [(INVALID_REQUEST, None)],
+    ),
+    (
+        "a lone surrogate in the id",
+        '{"jsonrpc":"2.0","id":"' + SURROGATE + '","method":"tools/list"}',
+        [(PARSE_ERROR, None)],
+    ),
+    ("text that is not JSON", '{"jsonrpc":"2.0","id":13,', [(PARSE_ERROR, None)]),
+    ("an empty batch", "[]", [(INVALID_REQUEST, None)]),
+    ("a bare number", "42", [(INVALID_REQUEST, None)]),
+    (
+        "a malformed notification",
+        '{"jsonrpc":"2.0","method":"notifications/progress","params":[1]}',
+        [(INVALID_REQUEST, None)],
+    ),
+]
+
+
+class RawClient:
+    """One spawned server and its pipes, spoken to line by line."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+
+    async def send(self, line: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(line.encode() + b"\n")
+        await self.process.stdin.drain()
+
+    async def receive(self, what: str = "a reply") -> dict[str, Any]:
+        assert self.process.stdout is not None
+        try:
+            line = await asyncio.wait_for(self.process.stdout.readline(), REPLY_WAIT)
+        except TimeoutError:
+            pytest.fail(f"no reply within {REPLY_WAIT} s for {what}")
+        assert line, "the server closed stdout"
+        return json.loads(line)
+
+    async def request(self, request_id: int, method: str, params: dict[str, Any]) -> Any:
+        await self.send(
+            json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
+        )
+        reply = await self.receive()
+        assert reply["id"] == request_id, reply
+        return reply
+
+
+@pytest.fixture
+async def raw_server(tmp_path: Path) -> AsyncIterator[RawClient]:
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": os.environ.get("HOME", ""),
+        "EXAI_STATE_DB": str(tmp_path / "state.sqlite3"),
+        "EXAI_LOG_LEVEL": "WARNING",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "exai_mcp",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        env=env,
+        cwd=tmp_path,
+    )
+    client = RawClient(process)
+    try:
+        await client.request(
+            0,
+            "initialize",
+            {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "raw", "version": "0"},
+            },
+        )
+        await client.send('{"jsonrpc":"2.0","method":"notifications/initialized"}')
+        yield client
+    finally:
+        assert process.stdin is not None
+        process.stdin.close()
+        try:
+            await asyncio.wait_for(process.wait(), REPLY_WAIT)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+async def test_each_malformed_message_gets_its_error_with_its_id_and_the_server_goes_on(
+    raw_server: RawClient,
+) -> None:
+    for case, line, owed in CASES:
+        await raw_server.send(line)
+        replies = [await raw_server.receive(case) for _ in owed]
+
+        got = [(reply["error"]["code"], reply["id"]) for reply in replies]
+        assert got == owed, case
+        for reply in replies:
+            assert reply["jsonrpc"] == "2.0" and set(reply) == {"jsonrpc", "id", "error"}, case
+
+    listed = await raw_server.request(100, "tools/list", {})
+    assert {tool["name"] for tool in listed["result"]["tools"]} >= {"analyze", "status"}
+
+
+async def test_a_malformed_response_and_a_blank_line_are_owed_nothing(
+    raw_server: RawClient,
+) -> None:
+    await raw_server.send('{"jsonrpc":"2.0","id":99,"result":5}')
+    await raw_server.send("")
+
+    # The next line on stdout answers the next request: nothing was written for those two.
+    listed = await raw_server.request(101, "tools/list", {})
+    assert "result" in listed
+
+
+async def test_the_error_says_what_is_wrong(raw_server: RawClient) -> None:
+    await raw_server.send('{"jsonrpc":"2.0","id":1,"method":"tools/list","params":[1]}')
+    await raw_server.send('{"jsonrpc":"2.0","id":2,"method":"x"}{"jsonrpc":"2.0","id":3}')
+
+    invalid = await raw_server.receive()
+    parse = await raw_server.receive()
+    assert invalid["error"]["message"] == "Invalid Request: params must be an object"
+    assert parse["error"]["message"].startswith("Parse error: trailing characters")
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"jsonrpc":"2.0","id":1,"method":"tools/list"}',
+        '{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"name":"status"}}',
+        '{"jsonrpc":"2.0","method":"notifications/initialized"}',
+        '{"jsonrpc":"2.0","id":1,"result":{}}',
+        '  {"jsonrpc":"2.0","id":1,"method":"ping","params":null}  \n',
+    ],
+)
+def test_well_formed_messages_pass_as_the_sdk_reads_them(line: str) -> None:
+    assert not isinstance(read_line(line), Rejected)
+
+
+def test_ids_are_recovered_from_at_most_a_bounded_number_of_values() -> None:
+    line = "".join(f'{{"jsonrpc":"2.0","id":{i},"method":"ping"}}' for i in range(1000))
+
+    rejected = read_line(line)
+
+    assert isinstance(rejected, Rejected)
+    assert [reply.id for reply in rejected.replies] == list(range(32))
