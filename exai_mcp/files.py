@@ -5,10 +5,14 @@ contents to a third-party model, so every path goes through `FileAccessPolicy.ch
 
 Allowed: an absolute path to an existing regular text file that, after resolving symlinks and
 `..`, lies inside one of the allowed roots (EXAI_ALLOWED_ROOTS; by default the user's home and
-the working directory) and is at most EXAI_MAX_FILE_BYTES (1 MiB by default).
+the working directory, leaving out either that is a filesystem root) and is at most
+EXAI_MAX_FILE_BYTES (1 MiB by default).
 
 Refused, each with a reason naming the rule and what is allowed:
 
+- every path, when there is no allowed root: the defaults leave none when both the home and
+  the working directory are `/` (a container run as a user with no passwd entry), and the
+  reason names EXAI_ALLOWED_ROOTS. Tool calls without files are not affected;
 - a relative path (the server's working directory is not the assistant's);
 - a path that does not exist, or is not a regular file (directory, device, fifo, socket);
 - a path outside the allowed roots once symlinks and `..` are resolved, so a link inside a
@@ -225,6 +229,11 @@ def _looks_binary(data: bytes, *, sniff_nul: bool = True) -> bool:
 
 _BINARY_REASON = "looks like a binary file; only text files can be analysed"
 _PERMISSION_REASON = "cannot be read (permission denied)"
+_NO_ROOTS_REASON = (
+    "no directory is allowed for file access: the home directory and the working directory "
+    "are both the filesystem root (or the home is unknown), and then neither is a default "
+    "root; set EXAI_ALLOWED_ROOTS to the directories tools may read"
+)
 _LINK_APPEARED = "a symbolic link appeared on its path"
 _REPLACED = "it was replaced"
 
@@ -374,6 +383,8 @@ class FileAccessPolicy:
 
     def _check_path(self, given: str) -> Path:
         """The resolved path, if the path itself (every spelling of it) may be read."""
+        if not self.roots:
+            raise FileAccessError(given, _NO_ROOTS_REASON)
         if not given or not Path(given).is_absolute():
             raise FileAccessError(given, "must be an absolute path (got a relative one)")
         try:

@@ -607,6 +607,13 @@ def test_read_text_checks_the_path_too(policy, outside):
         policy.read_text(outside)
 
 
+def test_a_policy_with_no_root_refuses_every_file_naming_the_variable(root):
+    target = write(root / "file.txt")
+    reason = refusal(FileAccessPolicy(roots=()), target).reason
+    assert reason.startswith("no directory is allowed for file access")
+    assert reason.endswith("set EXAI_ALLOWED_ROOTS to the directories tools may read")
+
+
 def test_a_platform_that_cannot_open_without_following_links_refuses_clearly(
     monkeypatch, policy, root
 ):
