@@ -191,15 +191,22 @@ class Settings(BaseSettings):
     def effective_roots(self) -> tuple[Path, ...]:
         """EXAI_ALLOWED_ROOTS, or by default the user's home and the working directory.
 
-        A working directory that is a filesystem root is left out of the default: GUI clients
-        often start servers in `/`, and that must not open the whole disk.
+        A home or working directory that is a filesystem root is left out of the default: GUI
+        clients often start servers in `/`, and `docker run --user N` (no passwd entry) sets
+        HOME=/; neither may open the whole disk. So the default may be empty, and then every
+        file is refused with a reason naming EXAI_ALLOWED_ROOTS (a root of `/` given there is
+        taken as meant).
         """
         if self.allowed_roots:
             return tuple(Path(r).expanduser().resolve() for r in self.allowed_roots)
-        roots = [Path.home().resolve()]
-        cwd = Path.cwd().resolve()
-        if cwd != Path(cwd.anchor) and cwd not in roots:
-            roots.append(cwd)
+        try:
+            home: Path | None = Path.home().resolve()
+        except RuntimeError:  # no HOME and no passwd entry: no home to allow
+            home = None
+        roots: list[Path] = []
+        for place in (home, Path.cwd().resolve()):
+            if place is not None and place != Path(place.anchor) and place not in roots:
+                roots.append(place)
         return tuple(roots)
 
     def missing_roots(self) -> tuple[str, ...]:

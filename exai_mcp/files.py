@@ -5,10 +5,14 @@ contents to a third-party model, so every path goes through `FileAccessPolicy.ch
 
 Allowed: an absolute path to an existing regular text file that, after resolving symlinks and
 `..`, lies inside one of the allowed roots (EXAI_ALLOWED_ROOTS; by default the user's home and
-the working directory) and is at most EXAI_MAX_FILE_BYTES (1 MiB by default).
+the working directory, leaving out either that is a filesystem root) and is at most
+EXAI_MAX_FILE_BYTES (1 MiB by default).
 
 Refused, each with a reason naming the rule and what is allowed:
 
+- every path, when there is no allowed root: the defaults leave none when both the home and
+  the working directory are `/` (a container run as a user with no passwd entry), and the
+  reason names EXAI_ALLOWED_ROOTS. Tool calls without files are not affected;
 - a relative path (the server's working directory is not the assistant's);
 - a path that does not exist, or is not a regular file (directory, device, fifo, socket);
 - a path outside the allowed roots once symlinks and `..` are resolved, so a link inside a
@@ -37,7 +41,21 @@ Refused, each with a reason naming the rule and what is allowed:
   checked and in the whole file when read. Only a root that is that very file overrides it;
 - a file larger than the limit (checked again when it is read, since files grow);
 - a file that cannot be read (permission denied);
-- a binary file: a NUL byte in the first 8 KiB, or more than 30% of its bytes not valid UTF-8.
+- a binary file: a NUL byte in the first 8 KiB, or more than 30% of its bytes not valid UTF-8;
+- a file that changed while it was being read: a symbolic link swapped in on its path after the
+  path was checked, or a file moved out of the roots or to a secret location meanwhile (without
+  `/proc`: a file replaced meanwhile).
+
+Checked by its path, then read from one descriptor. The path checks above come first, for clear
+reasons. The resolved path is then opened a component at a time from `/` with `openat` and
+`O_NOFOLLOW` (directories `O_PATH` on Linux, so execute-only ones still work), so a link swapped
+in after the check fails the open (ELOOP, ENOTDIR) and is never read through; a link inside a
+root to a file inside a root still works, since the path opened is the resolved one. That
+descriptor is checked again: `fstat` says a regular file within the limit, and where it really
+is (`/proc/self/fd/N` on Linux) must lie inside a root and pass the location rules; without
+`/proc` (macOS) its device and inode must still be those of the checked path. The content
+sniffing and the text come from that same descriptor, and `embed` checks and reads each file
+through one open. A platform without `openat` and `O_NOFOLLOW` refuses every file.
 
 Text is decoded as UTF-8 with undecodable bytes replaced (U+FFFD), so odd encodings such as
 Latin-1 never raise. Files are rendered with 1-based line numbers (see `number_lines`) between
@@ -53,7 +71,8 @@ import functools
 import math
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -210,6 +229,108 @@ def _looks_binary(data: bytes, *, sniff_nul: bool = True) -> bool:
 
 _BINARY_REASON = "looks like a binary file; only text files can be analysed"
 _PERMISSION_REASON = "cannot be read (permission denied)"
+_NO_ROOTS_REASON = (
+    "no directory is allowed for file access: the home directory and the working directory "
+    "are both the filesystem root (or the home is unknown), and then neither is a default "
+    "root; set EXAI_ALLOWED_ROOTS to the directories tools may read"
+)
+_LINK_APPEARED = "a symbolic link appeared on its path"
+_REPLACED = "it was replaced"
+
+
+def _changed(how: str) -> str:
+    return f"changed while it was being read ({how}); it was not read, try again once it stays put"
+
+
+# --------------------------------------------------------------------------- opening
+
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+# O_PATH (Linux) opens a directory for lookups only, so execute-only directories still work.
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_PATH", 0) | _O_NOFOLLOW | _O_DIRECTORY | _O_CLOEXEC
+# O_NONBLOCK: a fifo swapped in must not block the open; O_NOCTTY: nor may a tty become ours.
+_FILE_FLAGS = (
+    os.O_RDONLY
+    | _O_NOFOLLOW
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_NOCTTY", 0)
+    | _O_CLOEXEC
+)
+_CAN_OPEN_WITHOUT_LINKS = bool(_O_NOFOLLOW and _O_DIRECTORY) and os.open in os.supports_dir_fd
+_DELETED = " (deleted)"  # what /proc/self/fd adds to a name unlinked since it was opened
+
+
+def _open_refusal(given: str, exc: OSError, parent: int, name: str) -> FileAccessError:
+    """What a failed `openat` of `name` in `parent` means for the file `given`."""
+    if exc.errno == errno.ENOTDIR:  # a link (or a file) where resolving saw a directory
+        try:
+            now_link = stat.S_ISLNK(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode)
+        except OSError:
+            now_link = False
+        return FileAccessError(given, _changed(_LINK_APPEARED) if now_link else "does not exist")
+    if exc.errno in (errno.ELOOP, errno.EMLINK):  # O_NOFOLLOW met a link (EMLINK on BSD)
+        return FileAccessError(given, _changed(_LINK_APPEARED))
+    if exc.errno == errno.ENOENT:
+        return FileAccessError(given, "does not exist")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return FileAccessError(given, _PERMISSION_REASON)
+    if exc.errno in (errno.ENXIO, errno.EOPNOTSUPP):  # a socket, or a device with no driver
+        return FileAccessError(given, "is not a regular file")
+    return FileAccessError(given, f"cannot be read ({exc.strerror or exc})")
+
+
+def _open_without_links(given: str, resolved: Path) -> int:
+    """A descriptor for `resolved`, opened a component at a time from `/`, following no link.
+
+    `resolved` holds no symlink when this is called, so a component that is one now was
+    swapped in since: the open fails with ELOOP or ENOTDIR and the file is refused as changed,
+    never read through the link.
+    """
+    if not _CAN_OPEN_WITHOUT_LINKS:
+        raise FileAccessError(
+            given,
+            "cannot be read on this platform: it lacks openat with O_NOFOLLOW, which file "
+            "access needs so that no symbolic link swapped in after the check is followed",
+        )
+    if not resolved.name:
+        raise FileAccessError(given, "is not a regular file")
+    parent = os.open(resolved.anchor, _DIR_FLAGS)
+    try:
+        for part in resolved.parts[1:-1]:
+            try:
+                child = os.open(part, _DIR_FLAGS, dir_fd=parent)
+            except OSError as exc:
+                raise _open_refusal(given, exc, parent, part) from None
+            os.close(parent)
+            parent = child
+        try:
+            return os.open(resolved.name, _FILE_FLAGS, dir_fd=parent)
+        except OSError as exc:
+            raise _open_refusal(given, exc, parent, resolved.name) from None
+    finally:
+        os.close(parent)
+
+
+def _where(fd: int) -> Path | None:
+    """Where the open file `fd` is now, as the kernel names it (Linux); None if it cannot say.
+
+    A file unlinked or replaced since it was opened is named by its path at that time.
+    """
+    try:
+        where = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
+    return Path(where.removesuffix(_DELETED))
+
+
+def _read_from(given: str, handle: BinaryIO, size: int) -> bytes:
+    try:
+        return handle.read(size)
+    except PermissionError:
+        raise FileAccessError(given, _PERMISSION_REASON) from None
+    except OSError as exc:
+        raise FileAccessError(given, f"cannot be read ({exc.strerror or exc})") from None
 
 
 @dataclass(frozen=True)
@@ -229,7 +350,7 @@ class FileAccessPolicy:
             max_file_bytes=max_file_bytes,
         )
 
-    # ---------------------------------------------------------------- checks
+    # ---------------------------------------------------------------- path checks
 
     def _too_big(self, given: str, size: int) -> FileAccessError:
         return FileAccessError(
@@ -240,36 +361,30 @@ class FileAccessPolicy:
     def _roots_text(self) -> str:
         return ", ".join(str(r) for r in self.roots) or "none configured"
 
-    def _open(self, given: str, path: Path) -> BinaryIO:
-        """Open a regular file without blocking on a fifo that replaced it since `check`."""
-        try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-        except FileNotFoundError:
-            raise FileAccessError(given, "does not exist") from None
-        except PermissionError:
-            raise FileAccessError(given, _PERMISSION_REASON) from None
-        except OSError as exc:
-            raise FileAccessError(given, f"cannot be read ({exc.strerror or exc})") from None
-        handle = os.fdopen(fd, "rb")
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            handle.close()
-            raise FileAccessError(given, "is not a regular file")
-        return handle
+    def _containing(self, given: str, place: Path) -> list[Path]:
+        """The roots `place` lies in; refused as outside the roots if none."""
+        containing = [r for r in self.roots if place.is_relative_to(r)]
+        if not containing:
+            raise FileAccessError(
+                given,
+                f"is outside the allowed roots ({self._roots_text()}); "
+                "set EXAI_ALLOWED_ROOTS to allow it",
+            )
+        return containing
 
-    def _refuse_secret_content(self, given: str, resolved: Path, data: bytes) -> None:
-        """Refuse `data` holding a secret, unless a root is exactly this file."""
-        found = secret_content(data)
-        if found is not None and resolved not in self.roots:
-            raise _secret_refusal(given, f"holds a secret ({found})")
+    @staticmethod
+    def _refuse_secret_location(
+        given: str, spellings: Sequence[Path], containing: Sequence[Path]
+    ) -> None:
+        for spelled in spellings:
+            for hit in secret_hits(spelled):
+                if not _named_by(hit, containing):
+                    raise _secret_refusal(given, f"is a secret location ({hit.rule})")
 
-    def check(self, path: str) -> Path:
-        """The resolved path if a tool may read it; otherwise `FileAccessError` naming the rule.
-
-        Cheap: resolve, a `readlink` per path component, a `stat` and an 8 KiB read (for
-        permission, secret and binary sniffing). Secret locations are refused before the file
-        is touched.
-        """
-        given = str(path)
+    def _check_path(self, given: str) -> Path:
+        """The resolved path, if the path itself (every spelling of it) may be read."""
+        if not self.roots:
+            raise FileAccessError(given, _NO_ROOTS_REASON)
         if not given or not Path(given).is_absolute():
             raise FileAccessError(given, "must be an absolute path (got a relative one)")
         try:
@@ -278,67 +393,107 @@ class FileAccessPolicy:
             raise FileAccessError(
                 given, "cannot be resolved (a symlink loop or an invalid path)"
             ) from None
-
-        containing = [r for r in self.roots if resolved.is_relative_to(r)]
-        if not containing:
-            raise FileAccessError(
-                given,
-                f"is outside the allowed roots ({self._roots_text()}); "
-                "set EXAI_ALLOWED_ROOTS to allow it",
-            )
+        containing = self._containing(given, resolved)
         try:
             spellings = [*_spellings(Path(given)), resolved]
         except (OSError, RuntimeError, ValueError):
             raise FileAccessError(
                 given, "cannot be resolved (a symlink loop or an invalid path)"
             ) from None
-        for spelled in spellings:
-            for hit in secret_hits(spelled):
-                if not _named_by(hit, containing):
-                    raise _secret_refusal(given, f"is a secret location ({hit.rule})")
-
-        try:
-            info = resolved.stat()
-        except (FileNotFoundError, NotADirectoryError):
-            raise FileAccessError(given, "does not exist") from None
-        except PermissionError:
-            raise FileAccessError(given, _PERMISSION_REASON) from None
-        except OSError as exc:
-            raise FileAccessError(given, f"cannot be read ({exc.strerror or exc})") from None
-        if not stat.S_ISREG(info.st_mode):
-            raise FileAccessError(given, "is not a regular file")
-        if info.st_size > self.max_file_bytes:
-            raise self._too_big(given, info.st_size)
-
-        with self._open(given, resolved) as handle:
-            try:
-                sample = handle.read(_SNIFF_BYTES)
-            except PermissionError:
-                raise FileAccessError(given, _PERMISSION_REASON) from None
-            except OSError as exc:
-                raise FileAccessError(given, f"cannot be read ({exc.strerror or exc})") from None
-        self._refuse_secret_content(given, resolved, sample)
-        # The sample may end mid-character; that costs at most 3 bytes of the 30% allowance.
-        if _looks_binary(sample):
-            raise FileAccessError(given, _BINARY_REASON)
+        self._refuse_secret_location(given, spellings, containing)
         return resolved
 
-    def read_text(self, path: Path) -> str:
-        """The file's text (UTF-8, undecodable bytes replaced); size, secrets, binary re-checked."""
-        given = str(path)
-        with self._open(given, path) as handle:
+    # ---------------------------------------------------------------- descriptor checks
+
+    def _check_descriptor(self, given: str, resolved: Path, fd: int) -> os.stat_result:
+        """What the open `fd` is: a regular file, within the limit, at an allowed place."""
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise FileAccessError(given, "is not a regular file")
+        where = _where(fd)
+        if where is None:
+            # No /proc (macOS): the file must still be the one at the checked path.
             try:
-                data = handle.read(self.max_file_bytes + 1)
-                size = os.fstat(handle.fileno()).st_size
-            except PermissionError:
-                raise FileAccessError(given, _PERMISSION_REASON) from None
-            except OSError as exc:
-                raise FileAccessError(given, f"cannot be read ({exc.strerror or exc})") from None
-        if len(data) > self.max_file_bytes:
-            raise self._too_big(given, max(size, len(data)))
-        self._refuse_secret_content(given, Path(path), data)
+                now = os.stat(resolved, follow_symlinks=False)
+            except OSError:
+                now = None
+            if now is None or (now.st_dev, now.st_ino) != (info.st_dev, info.st_ino):
+                raise FileAccessError(given, _changed(_REPLACED))
+        elif where != resolved:
+            try:
+                if not where.is_absolute():
+                    raise FileAccessError(given, "is not a file on disk")
+                self._refuse_secret_location(given, [where], self._containing(given, where))
+            except FileAccessError as exc:
+                raise FileAccessError(
+                    given, f"changed while it was being read: it is now {where}, which {exc.reason}"
+                ) from None
+        if info.st_size > self.max_file_bytes:
+            raise self._too_big(given, info.st_size)
+        return info
+
+    @staticmethod
+    def _open(given: str, resolved: Path) -> int:
+        """The one place a file is opened (tests replace it to prove a refusal came first)."""
+        return _open_without_links(given, resolved)
+
+    @contextmanager
+    def _opened(self, given: str) -> Iterator[tuple[Path, BinaryIO, os.stat_result]]:
+        """The resolved path, its file open for reading, and its `fstat`; every check passed.
+
+        The path is checked first, then opened once without following links, and the
+        descriptor is checked; whatever is read from it is what was checked.
+        """
+        resolved = self._check_path(given)
+        fd = self._open(given, resolved)
+        try:
+            info = self._check_descriptor(given, resolved, fd)
+            handle = os.fdopen(fd, "rb")  # refuses a directory, so only after the checks
+        except BaseException:
+            os.close(fd)
+            raise
+        with handle:
+            yield resolved, handle, info
+
+    # ---------------------------------------------------------------- content checks
+
+    def _refuse_content(self, given: str, resolved: Path, data: bytes) -> None:
+        """Refuse `data` holding a secret (unless a root is exactly this file) or binary."""
+        found = secret_content(data)
+        if found is not None and resolved not in self.roots:
+            raise _secret_refusal(given, f"holds a secret ({found})")
         if _looks_binary(data):
             raise FileAccessError(given, _BINARY_REASON)
+
+    def _read_whole(self, given: str, handle: BinaryIO) -> bytes:
+        """The whole file, refused if it grew past the limit since it was checked."""
+        data = _read_from(given, handle, self.max_file_bytes + 1)
+        if len(data) > self.max_file_bytes:
+            raise self._too_big(given, max(os.fstat(handle.fileno()).st_size, len(data)))
+        return data
+
+    def _inspect(self, given: str) -> tuple[Path, os.stat_result]:
+        with self._opened(given) as (resolved, handle, info):
+            sample = _read_from(given, handle, _SNIFF_BYTES)
+        # The sample may end mid-character; that costs at most 3 bytes of the 30% allowance.
+        self._refuse_content(given, resolved, sample)
+        return resolved, info
+
+    def check(self, path: str) -> Path:
+        """The resolved path if a tool may read it; otherwise `FileAccessError` naming the rule.
+
+        Cheap: resolve, a `readlink` per path component, an `open` per component (following
+        no link), an `fstat` and an 8 KiB read (for secret and binary sniffing). Secret
+        locations are refused before the file is opened.
+        """
+        return self._inspect(str(path))[0]
+
+    def read_text(self, path: Path) -> str:
+        """The file's text (UTF-8, undecodable bytes replaced), every check made again on it."""
+        given = str(path)
+        with self._opened(given) as (resolved, handle, _):
+            data = self._read_whole(given, handle)
+        self._refuse_content(given, resolved, data)
         return data.decode("utf-8", errors="replace")
 
     # ---------------------------------------------------------------- identity
@@ -353,8 +508,7 @@ class FileAccessPolicy:
         stamps: list[FileStamp] = []
         for given in paths:
             try:
-                resolved = self.check(str(given))
-                info = resolved.stat()
+                resolved, info = self._inspect(str(given))
             except (FileAccessError, OSError):
                 if strict:
                     raise
@@ -391,11 +545,15 @@ class FileAccessPolicy:
                 continue
             seen_given.add(given)
             try:
-                resolved = self.check(given)
-                if resolved in seen:
-                    continue
-                seen.add(resolved)
-                block = render_file(resolved, self.read_text(resolved))
+                # One open: the bytes checked are the bytes rendered.
+                with self._opened(given) as (resolved, handle, _):
+                    if resolved in seen:
+                        continue
+                    seen.add(resolved)
+                    data = self._read_whole(given, handle)
+                self._refuse_content(given, resolved, data[:_SNIFF_BYTES])  # as `check` does
+                self._refuse_content(given, resolved, data)
+                block = render_file(resolved, data.decode("utf-8", errors="replace"))
             except FileAccessError as exc:
                 result.left_out.append((given, exc.reason))
                 continue

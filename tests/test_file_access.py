@@ -498,3 +498,140 @@ async def test_embed_async_gives_the_same_result_as_embed(policy, root):
     a = write(root / "a.py", "A = 1\n")
     expected = policy.embed([str(a)], token_budget=10_000)
     assert await policy.embed_async([str(a)], token_budget=10_000) == expected
+
+
+# --------------------------------------------------------------------------- checked, then read once
+
+
+CHANGED = "changed while it was being read ("
+LINK_APPEARED = f"{CHANGED}a symbolic link appeared on its path)"
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    return write(tmp_path / "elsewhere" / "private.txt", "OUTSIDE-MARKER\n")
+
+
+def after_path_check(monkeypatch: pytest.MonkeyPatch, change) -> None:
+    """Run `change` once the path was checked and before the file is opened, as a racer would."""
+    check_path = FileAccessPolicy._check_path
+
+    def then_change(self: FileAccessPolicy, given: str) -> Path:
+        resolved = check_path(self, given)
+        change()
+        return resolved
+
+    monkeypatch.setattr(FileAccessPolicy, "_check_path", then_change)
+
+
+def swap_for_link(path: Path, target: Path) -> None:
+    spare = path.with_name(path.name + ".swap")
+    spare.symlink_to(target)
+    os.replace(spare, path)
+
+
+def test_a_file_swapped_for_an_outside_link_after_its_check_is_refused_not_read(
+    monkeypatch, policy, root, outside
+):
+    target = write(root / "file.txt")
+    after_path_check(monkeypatch, lambda: swap_for_link(target, outside))
+    result = policy.embed([str(target)], token_budget=10_000)
+    assert "OUTSIDE-MARKER" not in result.text
+    [(_, reason)] = result.left_out
+    assert reason.startswith(LINK_APPEARED)
+
+
+def test_a_directory_swapped_for_an_outside_link_after_the_check_is_refused_not_read(
+    monkeypatch, policy, root, outside
+):
+    target = write(root / "sub" / "private.txt")
+
+    def swap() -> None:
+        os.rename(root / "sub", root / "sub.old")
+        (root / "sub").symlink_to(outside.parent)
+
+    after_path_check(monkeypatch, swap)
+    with pytest.raises(FileAccessError) as info:
+        policy.read_text(target)
+    assert info.value.reason.startswith(LINK_APPEARED)
+
+
+def test_a_file_moved_out_of_the_roots_while_open_is_refused(monkeypatch, policy, root, tmp_path):
+    target = write(root / "file.txt")
+    moved = tmp_path / "elsewhere" / "file.txt"
+    moved.parent.mkdir()
+    real_open = FileAccessPolicy._open
+
+    def open_then_move(given: str, resolved: Path) -> int:
+        fd = real_open(given, resolved)
+        os.rename(target, moved)
+        return fd
+
+    monkeypatch.setattr(FileAccessPolicy, "_open", staticmethod(open_then_move))
+    if not Path("/proc/self/fd").is_dir():
+        pytest.skip("needs /proc to say where an open file is")
+    reason = refusal(policy, target).reason
+    assert reason.startswith(f"changed while it was being read: it is now {moved.resolve()}, ")
+    assert "is outside the allowed roots" in reason
+
+
+def test_without_proc_a_file_swapped_after_opening_is_refused_by_its_identity(
+    monkeypatch, policy, root
+):
+    target = write(root / "file.txt")
+    monkeypatch.setattr("exai_mcp.files._where", lambda fd: None)
+    assert policy.check(str(target)) == target.resolve()  # unchanged: allowed
+    real_open = FileAccessPolicy._open
+
+    def open_then_replace(given: str, resolved: Path) -> int:
+        fd = real_open(given, resolved)
+        write(root / "other.txt", "other\n").replace(target)
+        return fd
+
+    monkeypatch.setattr(FileAccessPolicy, "_open", staticmethod(open_then_replace))
+    assert refusal(policy, target).reason.startswith(f"{CHANGED}it was replaced)")
+
+
+def test_a_link_inside_a_root_to_a_file_inside_a_root_is_embedded(policy, root):
+    real = write(root / "real.py", "REAL = 1\n")
+    (root / "links").mkdir()
+    (root / "links" / "alias.py").symlink_to(real)
+    (root / "dirlink").symlink_to(root / "links")
+    result = policy.embed([str(root / "dirlink" / "alias.py")], token_budget=10_000)
+    assert result.included == [str(real.resolve())]
+    assert "REAL = 1" in result.text
+
+
+def test_read_text_checks_the_path_too(policy, outside):
+    with pytest.raises(FileAccessError, match="is outside the allowed roots"):
+        policy.read_text(outside)
+
+
+def test_a_policy_with_no_root_refuses_every_file_naming_the_variable(root):
+    target = write(root / "file.txt")
+    reason = refusal(FileAccessPolicy(roots=()), target).reason
+    assert reason.startswith("no directory is allowed for file access")
+    assert reason.endswith("set EXAI_ALLOWED_ROOTS to the directories tools may read")
+
+
+def test_a_platform_that_cannot_open_without_following_links_refuses_clearly(
+    monkeypatch, policy, root
+):
+    target = write(root / "file.txt")
+    monkeypatch.setattr("exai_mcp.files._CAN_OPEN_WITHOUT_LINKS", False)
+    assert "lacks openat with O_NOFOLLOW" in refusal(policy, target).reason
+
+
+def test_no_descriptor_is_left_open_by_checks_reads_or_refusals(policy, root, outside):
+    fds = Path("/proc/self/fd")
+    if not fds.is_dir():
+        pytest.skip("needs /proc to count descriptors")
+    good = write(root / "good.txt")
+    (root / "pkg").mkdir()
+    link = root / "out.txt"
+    link.symlink_to(outside)
+    before = len(list(fds.iterdir()))
+    for _ in range(20):
+        policy.check(str(good))
+        policy.embed([str(good), str(root / "pkg"), str(link), str(root / "nope")], 10_000)
+    assert len(list(fds.iterdir())) == before
