@@ -231,6 +231,11 @@ class Settings(BaseSettings):
                 "does not exist" if not Path(root).expanduser().exists() else "is not a directory"
             )
             out.append(f"EXAI_ALLOWED_ROOTS names {root}, which {what}: no file can be read there")
+        if not self.allowed_roots and not self.effective_roots():
+            out.append(
+                "no directory is allowed for file access: the home and working directories are "
+                "both the filesystem root; set EXAI_ALLOWED_ROOTS to the directories tools may read"
+            )
         return out
 
     def timeouts(self) -> Timeouts:

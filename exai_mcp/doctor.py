@@ -196,7 +196,7 @@ def describe_value(name: str, value: Any, settings: Settings) -> str:
         return "unset"
     if name == "allowed_roots":
         roots = os.pathsep.join(str(r) for r in settings.effective_roots())
-        return roots if value else f"unset: {roots}"
+        return roots if value else f"unset: {roots or 'none (file access refused)'}"
     if isinstance(value, float):
         return _fmt(value)
     return str(value)

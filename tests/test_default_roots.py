@@ -67,3 +67,15 @@ async def test_with_no_root_left_files_are_refused_naming_the_variable_and_nothi
     assert not answered.is_error, answered.content
     assert fake.chat_count == 1
     assert all(marker not in str(request.body) for request in fake.chat_requests)
+
+
+def test_no_safe_default_root_is_a_start_up_warning(monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from exai_mcp.config import Settings
+
+    monkeypatch.setenv("HOME", "/")
+    monkeypatch.chdir("/")
+    warnings = Settings().warnings()
+    assert any(
+        "no directory is allowed for file access" in w and "EXAI_ALLOWED_ROOTS" in w
+        for w in warnings
+    )
