@@ -7,13 +7,17 @@ import contextlib
 import logging
 import sys
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import anyio
 
 from exai_mcp import __version__
 from exai_mcp.config import Settings, load_settings
-from exai_mcp.errors import ConfigError
+from exai_mcp.errors import ConfigError, StoreUnusable
 from exai_mcp.redact import install_log_redaction
+
+if TYPE_CHECKING:
+    from exai_mcp.store.threads import ThreadStore
 
 EXIT_CONFIG = 2
 
@@ -63,6 +67,25 @@ def load_or_exit() -> Settings:
         raise SystemExit(EXIT_CONFIG) from None
 
 
+def open_store_or_exit(settings: Settings) -> ThreadStore:
+    """Open the thread store before anything is served, and before the server is imported.
+
+    A file that cannot serve (not SQLite, another program's, read-only, locked, ...) is one
+    line naming EXAI_STATE_DB and exit status 2, instead of a server that never answers.
+    """
+    from exai_mcp.store.threads import ThreadStore, default_db_path
+
+    try:
+        return ThreadStore(
+            settings.state_db or default_db_path(),
+            ttl_hours=settings.thread_ttl_hours,
+            max_turns=settings.max_thread_turns,
+        )
+    except StoreUnusable as exc:
+        print(f"exai-mcp: cannot open the thread store: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     if args.command == "doctor":
@@ -81,10 +104,14 @@ def main(argv: list[str] | None = None) -> None:
     for warning in [*settings.warnings(), *timeouts.warnings()]:
         log.warning("%s", warning)
     log.info("%s", timeouts.describe())
+    store = open_store_or_exit(settings)
     from exai_mcp.transports.stdio import serve_stdio
 
-    with contextlib.suppress(KeyboardInterrupt):
-        anyio.run(serve_stdio, settings)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            anyio.run(serve_stdio, settings, store)
+    finally:
+        store.close()
 
 
 if __name__ == "__main__":

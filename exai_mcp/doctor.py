@@ -15,7 +15,9 @@ exist) are warnings.
 Exit status: 0 when nothing is wrong, 1 when something must change (each problem is listed at
 the end with what to change): no provider configured, a configured provider unreachable or
 rejecting its key, or an invalid timeout hierarchy. A provider that is simply not configured
-is reported, not an error, while another one works.
+is reported, not an error, while another one works. The thread store (EXAI_STATE_DB) is opened
+as the server opens it (which creates nothing new: a missing file is only checked for where it
+would go), and a file the server could not use is a problem, in the same line the server prints.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from exai_mcp.errors import (
     ConfigError,
     ProviderError,
     ProviderTimeout,
+    StoreUnusable,
     Unreachable,
 )
 from exai_mcp.providers.base import Provider
@@ -51,7 +54,7 @@ from exai_mcp.providers.registry import (
     create_providers,
     describe_all_key_variables,
 )
-from exai_mcp.store.threads import default_db_path
+from exai_mcp.store.threads import MEMORY, ThreadStore, check_location, default_db_path
 
 DEFAULT_CHECK_TIMEOUT = 5.0
 EXIT_OK = 0
@@ -121,6 +124,7 @@ async def run(check_timeout: float, out: TextIO) -> int:
     if settings is None:
         return finish(report)
     show_configuration(report, settings)
+    show_thread_store(report, settings)
     timeouts = settings.timeouts()
     hierarchy_ok = show_timeouts(report, timeouts)
     await show_providers(report, settings, check_timeout)
@@ -208,6 +212,37 @@ def describe_key(provider: ProviderSettings) -> str:
         return "unset"
     problem = provider.key_problem
     return f"set in {provider.key_variable}" + (f", but it {problem}" if problem else "")
+
+
+# ----------------------------------------------------------------------------- thread store
+
+
+def show_thread_store(report: Report, settings: Settings) -> None:
+    """Open the store as the server would; a problem is the line the server would exit with."""
+    report.heading("Thread store (EXAI_STATE_DB)")
+    path = settings.state_db or str(default_db_path())
+    if path == MEMORY:
+        report.line("  :memory:  threads are kept by each server process and lost when it stops")
+        return
+    try:
+        target = check_location(path)
+        if not target.exists():
+            report.line(f"  {target}  does not exist yet; the server creates it at start-up")
+            return
+        with ThreadStore(
+            target, ttl_hours=settings.thread_ttl_hours, max_turns=settings.max_thread_turns
+        ) as store:
+            journal = store.journal_mode
+        size = target.stat().st_size
+    except StoreUnusable as exc:
+        report.problem(str(exc))
+        return
+    except OSError as exc:  # the file went away between the check and the stat
+        report.problem(f"EXAI_STATE_DB={path}: cannot be read ({exc.strerror or exc})")
+        return
+    report.line(
+        f"  {target}  ok: opens and takes the write lock ({journal} mode), {size / 1024:.0f} KiB"
+    )
 
 
 # ----------------------------------------------------------------------------- timeouts

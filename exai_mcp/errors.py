@@ -2,10 +2,11 @@
 
     ExaiError                  base: its message is what the assistant reads
     ├── ConfigError            settings are missing or inconsistent (exit 2 at start-up)
+    │   └── StoreUnusable      the EXAI_STATE_DB file cannot be opened or is not ours
     ├── InputError             a tool argument is wrong: names the field and what is allowed
     │   ├── FileAccessError    a path is outside the roots, secret, missing, binary or too big
     │   └── ThreadError        a continuation_id is unknown, expired or full
-    ├── BusyError              no concurrency permit could be had before the deadline
+    ├── BusyError              no concurrency permit in time, or the thread store stayed locked
     ├── DeadlineExceeded       the request's time budget ran out
     └── ProviderError          a model provider failed (translated at the provider boundary)
         ├── AuthRejected       the API key was refused (names the variable, never the key)
@@ -31,6 +32,18 @@ class ExaiError(Exception):
 
 class ConfigError(ExaiError):
     kind = "config"
+
+
+class StoreUnusable(ConfigError):
+    """The thread store cannot serve: one line naming EXAI_STATE_DB, the path, why, what to do."""
+
+    kind = "store"
+
+    def __init__(self, path: str, reason: str, advice: str) -> None:
+        super().__init__(f"EXAI_STATE_DB={path}: {reason}; {advice}")
+        self.path = path
+        self.reason = reason
+        self.advice = advice
 
 
 class InputError(ExaiError):

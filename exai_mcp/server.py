@@ -43,7 +43,7 @@ from exai_mcp.providers.catalog import ModelCatalog
 from exai_mcp.providers.registry import create_providers
 from exai_mcp.redact import Redactor
 from exai_mcp.services import Services
-from exai_mcp.store.threads import ThreadStore, default_db_path
+from exai_mcp.store.threads import ThreadStore, default_db_path, run_maintenance
 from exai_mcp.tools import analyze, status, workflow
 from exai_mcp.tools.base import AnswerOutput, ToolSpec
 
@@ -62,7 +62,16 @@ INSTRUCTIONS = (
 )
 
 
-def build_services(settings: Settings, task_group: TaskGroup) -> Services:
+def open_store(settings: Settings) -> ThreadStore:
+    """The thread store the settings name; StoreUnusable (one line) if the file cannot serve."""
+    return ThreadStore(
+        settings.state_db or default_db_path(),
+        ttl_hours=settings.thread_ttl_hours,
+        max_turns=settings.max_thread_turns,
+    )
+
+
+def build_services(settings: Settings, task_group: TaskGroup, store: ThreadStore) -> Services:
     timeouts = settings.timeouts()
     providers = create_providers(settings)
     pool = ProviderPool(
@@ -105,11 +114,7 @@ def build_services(settings: Settings, task_group: TaskGroup) -> Services:
         catalog=catalog,
         pool=pool,
         files=files,
-        store=ThreadStore(
-            settings.state_db or default_db_path(),
-            ttl_hours=settings.thread_ttl_hours,
-            max_turns=settings.max_thread_turns,
-        ),
+        store=store,
         pipeline=pipeline,
         health=HealthMonitor(
             [global_limit, *pool.limits.values()],
@@ -154,7 +159,15 @@ def error_result(message: str) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
 
 
-def build_server(settings: Settings) -> Server[Services]:
+def build_server(settings: Settings, store: ThreadStore | None = None) -> Server[Services]:
+    """The server, with `store` or (without it) the store the settings name, opened right now.
+
+    Opening before any transport starts means a broken EXAI_STATE_DB stops start-up with one
+    line (StoreUnusable) instead of a server that never answers. A store passed in stays the
+    caller's to close; one opened here is closed when the server stops, so run it once.
+    """
+    owned = store is None
+    threads = open_store(settings) if store is None else store
     tools = {spec.name: spec for spec in TOOLS}
     definitions = [tool_definition(spec) for spec in TOOLS]
     timeouts = settings.timeouts()
@@ -162,10 +175,11 @@ def build_server(settings: Settings) -> Server[Services]:
     @asynccontextmanager
     async def lifespan(_server: Server[Services]) -> AsyncIterator[Services]:
         async with anyio.create_task_group() as tg:
-            services = build_services(settings, tg)
+            services = build_services(settings, tg, threads)
             configured = ", ".join(services.pool.providers) or "none (tool calls will explain)"
             log.info("exai-mcp %s ready; providers: %s", __version__, configured)
             tg.start_soon(services.health.run)
+            tg.start_soon(run_maintenance, threads)  # purges and shrinks, in a worker thread
             try:
                 yield services
             finally:
@@ -173,7 +187,8 @@ def build_server(settings: Settings) -> Server[Services]:
                 with anyio.CancelScope(shield=True):
                     for provider in services.pool.providers.values():
                         await provider.aclose()
-                services.store.close()
+                if owned:
+                    threads.close()
 
     async def list_tools(
         _ctx: ServerRequestContext[Services], _params: PaginatedRequestParams | None
@@ -235,4 +250,4 @@ def build_server(settings: Settings) -> Server[Services]:
     )
 
 
-__all__ = ["TOOLS", "build_server"]
+__all__ = ["TOOLS", "build_server", "open_store"]

@@ -9,7 +9,7 @@ from fake_provider import FakeProvider, Reply
 from mcp import Client
 from mcp_types import CallToolResult
 
-from exai_mcp.middleware.pipeline import call_key
+from exai_mcp.middleware.call import call_key
 from tests.conftest import (
     in_process_client,
     nothing_held,

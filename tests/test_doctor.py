@@ -13,6 +13,8 @@ from pathlib import Path
 
 from fake_provider import FakeProvider
 
+from exai_mcp.store.threads import ThreadStore
+
 DOCTOR_WAIT = 30.0  # seconds; a run takes about one second
 
 
@@ -24,7 +26,13 @@ class DoctorRun:
 
 async def run_doctor(env: dict[str, str], cwd: Path, *args: str) -> DoctorRun:
     """Run `python -m exai_mcp doctor` asynchronously, so the fake keeps serving meanwhile."""
-    full_env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", ""), **env}
+    full_env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": os.environ.get("HOME", ""),
+        # Never the user's real store: doctor opens the file it is pointed at.
+        "EXAI_STATE_DB": str(cwd / "threads.sqlite3"),
+        **env,
+    }
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -203,6 +211,43 @@ async def test_rejected_key_without_another_provider_says_every_call_fails(
     assert run.status != 0, run.output
     assert "glm rejected its key: put a valid key in GLM_API_KEY" in run.output
     assert "every call fails: no other provider is configured and working" in run.output
+
+
+async def test_a_working_thread_store_is_reported_ok_and_a_missing_one_as_created_later(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    env = {"KIMI_API_KEY": "kimi-key", "KIMI_BASE_URL": fake.base_url("/v1")}
+    missing = tmp_path / "state" / "threads.sqlite3"
+    run = await run_doctor({**env, "EXAI_STATE_DB": str(missing)}, tmp_path)
+
+    assert run.status == 0, run.output
+    assert f"{missing}  does not exist yet; the server creates it at start-up" in run.output
+    assert not missing.exists() and not missing.parent.exists()  # doctor created nothing
+
+    ThreadStore(missing).close()
+    run = await run_doctor({**env, "EXAI_STATE_DB": str(missing)}, tmp_path)
+
+    assert run.status == 0, run.output
+    assert f"{missing}  ok: opens and takes the write lock (wal mode)" in run.output
+
+
+async def test_a_store_the_server_cannot_open_makes_doctor_fail_with_the_servers_line(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    path = tmp_path / "threads.sqlite3"
+    path.write_text("not a database\n" * 100)
+    env = {"KIMI_API_KEY": "kimi-key", "KIMI_BASE_URL": fake.base_url("/v1")}
+    run = await run_doctor({**env, "EXAI_STATE_DB": str(path)}, tmp_path)
+
+    assert run.status == 1, run.output
+    line = (
+        f"EXAI_STATE_DB={path}: not a SQLite database (file is not a database); point "
+        "EXAI_STATE_DB at another file or delete this one"
+    )
+    assert f"PROBLEM: {line}" in run.output
+    assert "1 problem(s) to fix" in run.output and f"- {line}" in run.output
+    assert "Traceback" not in run.output
+    assert [r.path for r in fake.requests] == ["/v1/models"]  # it still checked the rest
 
 
 def test_doctor_does_not_import_the_server() -> None:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
+import anyio
 import pytest
 
 from exai_mcp.errors import InputError, ThreadError
 from exai_mcp.store import SCHEMA_VERSION, Step, Thread, ThreadStore, default_db_path
-from exai_mcp.store.threads import ThreadEditor
+from exai_mcp.store.threads import ThreadEditor, run_maintenance
 
 
 class FakeClock:
@@ -150,7 +152,10 @@ def test_a_thread_expires_after_the_ttl_without_activity() -> None:
             s.get(t.id)
         assert "expired after EXAI_THREAD_TTL_HOURS=24 hours" in str(info.value)
         assert "start a new thread without continuation_id" in str(info.value)
-        # Deleted lazily: asking again finds nothing at all.
+        # A read deletes nothing: asking again says "expired" again, until maintain() runs.
+        with pytest.raises(ThreadError, match="expired"):
+            s.get(t.id)
+        assert s.maintain().purged == 1
         with pytest.raises(ThreadError, match="is unknown"):
             s.get(t.id)
 
@@ -181,16 +186,18 @@ def test_purge_expired_deletes_only_expired_threads() -> None:
             s.get(old.id)
 
 
-def test_create_purges_expired_threads() -> None:
+def test_maintain_purges_expired_threads_with_their_steps() -> None:
     clock = FakeClock()
     with ThreadStore(":memory:", ttl_hours=1, clock=clock) as s:
         old = s.create("workflow", "debug")
         s.record_step(old.id, 1, "workflow", {})
         clock.advance_hours(2)
-        s.create("workflow", "debug")
+        young = s.create("workflow", "debug")  # creating no longer purges: the timer does
+        assert count_rows(s, "threads") == 2
+        assert s.maintain().purged == 1
         assert s.purge_expired() == 0
-        count = s._conn.execute("SELECT COUNT(*) FROM steps").fetchone()[0]
-        assert count == 0  # the steps went with their thread
+        assert count_rows(s, "steps") == 0  # the steps went with their thread
+        assert s.get(young.id).id == young.id
 
 
 def test_a_thread_beyond_max_turns_is_refused_naming_the_variable() -> None:
@@ -531,3 +538,99 @@ def test_the_default_path_is_in_the_user_data_directory() -> None:
     path = default_db_path()
     assert path.name == "threads.sqlite3"
     assert "exai-mcp" in path.parts
+
+
+# -- maintenance: purge on a timer, and a file that shrinks ----------------------------------
+
+
+async def test_maintenance_on_a_timer_purges_expired_threads_without_any_create() -> None:
+    clock = FakeClock()
+    ticks, timer = anyio.create_memory_object_stream[None](0)
+    asked: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        asked.append(seconds)
+        await timer.receive()  # the test says when the interval is over
+
+    def gone(thread_id: str) -> bool:
+        with pytest.raises(ThreadError) as info:
+            s.get(thread_id)
+        return "is unknown" in str(info.value)
+
+    with ThreadStore(":memory:", ttl_hours=1, clock=clock) as s:
+        first = s.create("workflow", "debug")
+        clock.advance_hours(2)
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(partial(run_maintenance, s, 300, sleep=sleep))
+                # A tick is taken once the run before it is over: the start-up run purged.
+                await ticks.send(None)
+                assert gone(first.id)
+
+                second = s.create("analyze", None)  # a create purges nothing by itself
+                clock.advance_hours(2)
+                with pytest.raises(ThreadError, match="expired"):
+                    s.get(second.id)
+                await ticks.send(None)  # the timer fires: one more run ...
+                await ticks.send(None)  # ... which is over once the next tick is taken
+                assert gone(second.id)
+                tg.cancel_scope.cancel()
+    assert asked == [300, 300, 300]
+
+
+async def test_maintenance_stops_quietly_when_the_store_is_closed() -> None:
+    s = ThreadStore(":memory:")
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run_maintenance, s, 0.01)
+            await anyio.sleep(0.05)
+            s.close()
+    # the task group ended on its own: the loop saw the store closed
+
+
+def test_maintain_gives_the_pages_of_expired_threads_back_to_the_file_system(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "threads.sqlite3"
+    clock = FakeClock()
+    with ThreadStore(path, ttl_hours=1, clock=clock) as s:
+        keep = s.create("workflow", "debug")
+        for _ in range(200):
+            t = s.create("workflow", "debug")
+            s.record_step(t.id, 1, "workflow", {"findings": "x" * 8000})
+        s.maintain()  # a checkpoint, so the file on disk holds every page
+        full_pages, full_bytes = page_count(s), path.stat().st_size
+        clock.advance_hours(0.5)
+        s.record_step(keep.id, 1, "workflow", {"findings": "still here"})
+        clock.advance_hours(0.7)  # the 200 are expired now, `keep` is not
+
+        done = s.maintain()
+
+        assert done.purged == 200
+        assert done.pages_freed > 0.9 * full_pages - 50
+        assert done.pages == page_count(s) < full_pages / 10
+        assert path.stat().st_size < full_bytes / 10
+        assert s.get(keep.id).steps[0].payload == {"findings": "still here"}
+
+
+def test_an_existing_file_without_incremental_vacuum_is_converted_and_keeps_its_threads(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "threads.sqlite3"
+    with ThreadStore(path) as s:
+        t = s.create("workflow", "debug")
+        s.record_step(t.id, 1, "workflow", {"findings": "a"})
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA auto_vacuum = NONE")
+    conn.execute("VACUUM")  # as exai-mcp made files before it shrank them
+    assert conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 0
+    conn.close()
+
+    with ThreadStore(path) as s:
+        assert s.get(t.id).steps[0].payload == {"findings": "a"}
+        assert s._conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental
+        assert s.journal_mode == "wal"
+
+
+def page_count(store: ThreadStore) -> int:
+    return store._conn.execute("PRAGMA page_count").fetchone()[0]

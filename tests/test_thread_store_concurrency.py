@@ -1,24 +1,33 @@
-"""Steps sent at once are all kept: a thread's read-decide-write is one transaction.
+"""Steps sent at once are all kept, and busy processes do not starve each other.
 
 The workload mirrors `workflow` steps 2 and 3 arriving together: each writer reads the thread,
 decides the next step number from what it read, and records it. Done as two transactions
 (`get`, then `record_step`) a writer can record over the step another writer just added;
 done in one `ThreadStore.edit`, nothing is lost, between threads or between processes.
+
+Reads take no write lock, so a read never waits for a writer, even one of another process
+holding the lock; a writer that cannot get the lock in time gets `BusyError`, never a raw
+`sqlite3.OperationalError`, however hard two processes hammer one file.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
 import pytest
 
+from exai_mcp.errors import BusyError
+from exai_mcp.store import threads
 from exai_mcp.store.threads import Thread, ThreadEditor, ThreadStore
 
 THREADS = 10  # conversation threads written at once
@@ -288,3 +297,223 @@ def test_the_old_verdict_attach_overwrites_a_step_replaced_meanwhile(
     assert [s.payload for s in stores[0].get(thread.id).steps] == [
         {"findings": "a", "verdict": "ok"}
     ]
+
+
+# -- reads never wait for writers; a lock held too long is BusyError -------------------------
+
+
+@contextmanager
+def write_lock_held(path: Path) -> Iterator[None]:
+    """Another connection (a sqlite3 shell, another server) holding the write lock."""
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+
+
+def test_a_read_succeeds_while_another_connection_holds_the_write_lock(tmp_path: Path) -> None:
+    path = tmp_path / "threads.sqlite3"
+    with ThreadStore(path) as store:
+        thread = store.create("workflow", "debug")
+        store.record_step(thread.id, 1, "workflow", {"findings": "a"})
+
+        with write_lock_held(path):
+            started = time.monotonic()
+            got = store.get(thread.id)
+            waited = time.monotonic() - started
+
+    assert [s.payload for s in got.steps] == [{"findings": "a"}]
+    assert waited < 1.0  # no busy wait at all: a read takes no write lock
+
+
+def test_a_read_is_not_held_up_by_an_edit_of_its_own_process_waiting_for_the_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(threads, "BUSY_TIMEOUT_MS", 1500)
+    path = tmp_path / "threads.sqlite3"
+    with ThreadStore(path) as store:
+        thread = store.create("workflow", "debug")
+        waiting = threading.Event()
+        outcome: list[BaseException] = []
+
+        def stuck_writer() -> None:
+            waiting.set()
+            try:
+                store.append_step(thread.id, "workflow", {})
+            except BaseException as exc:
+                outcome.append(exc)
+
+        with write_lock_held(path):
+            writer = threading.Thread(target=stuck_writer)
+            writer.start()
+            assert waiting.wait(timeout=JOIN_TIMEOUT)
+            time.sleep(0.1)  # the writer is in its busy wait now
+            started = time.monotonic()
+            assert store.get(thread.id).steps == ()
+            waited = time.monotonic() - started
+            writer.join(timeout=JOIN_TIMEOUT)
+
+    assert waited < 1.0
+    assert len(outcome) == 1 and isinstance(outcome[0], BusyError)
+
+
+def test_a_write_that_cannot_get_the_lock_in_time_is_a_busy_error_naming_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(threads, "BUSY_TIMEOUT_MS", 200)
+    path = tmp_path / "threads.sqlite3"
+    with ThreadStore(path) as store:
+        thread = store.create("workflow", "debug")
+
+        with write_lock_held(path), pytest.raises(BusyError) as info:
+            store.record_step(thread.id, 1, "workflow", {"findings": "a"})
+
+        assert f"EXAI_STATE_DB={path} is busy with another process" in str(info.value)
+        assert "retry the call" in str(info.value)
+        # Nothing was half-written, and the same call works once the lock is free.
+        assert store.get(thread.id).steps == ()
+        assert [s.number for s in store.record_step(thread.id, 1, "workflow", {}).steps] == [1]
+
+
+# -- two busy processes: every call succeeds or says busy ----------------------------------
+
+HAMMER_SECONDS = 3.0
+_HAMMER = """
+import json, random, sys, threading, time, traceback
+from exai_mcp.errors import BusyError, ThreadError
+from exai_mcp.store.threads import ThreadStore
+
+path, thread_ids = sys.argv[1], json.loads(sys.argv[2])
+seconds, seed = float(sys.argv[3]), int(sys.argv[4])
+MAX_OPS = 200_000  # per worker thread; the time limit ends the run long before
+counts = {"read": 0, "write": 0, "busy": 0, "full": 0, "maintain": 0}
+latency = {"read": 0.0, "write": 0.0}
+errors = []
+lock = threading.Lock()
+payload = {"findings": "f" * 2000, "relevant_files": ["/x/a.py", "/x/b.py"]}
+
+def note(kind, took):
+    with lock:
+        counts[kind] += 1
+        if kind in latency:
+            latency[kind] = max(latency[kind], took)
+
+def reader(store, rng, deadline):
+    for _ in range(MAX_OPS):
+        if time.monotonic() > deadline:
+            return
+        started = time.monotonic()
+        try:
+            store.get(rng.choice(thread_ids))
+            note("read", time.monotonic() - started)
+        except BusyError:
+            note("busy", 0)
+
+def record_next(editor):
+    editor.record(editor.thread.last_step_number + 1, "workflow", payload)
+
+def update_last(editor):
+    if editor.thread.steps:
+        editor.update(editor.thread.last_step_number, payload)
+
+def first_step(editor):
+    return editor.record(1, "workflow", payload).id
+
+def writer(store, rng, deadline):
+    for i in range(MAX_OPS):
+        if time.monotonic() > deadline:
+            return
+        index = rng.randrange(len(thread_ids))
+        started = time.monotonic()
+        try:
+            action = rng.random()
+            if action < 0.4:
+                store.edit(thread_ids[index], record_next)
+            elif action < 0.7:
+                store.append_step(thread_ids[index], "analyze", payload)
+            elif action < 0.9:
+                store.edit(thread_ids[index], update_last)
+            elif action < 0.99:
+                thread_ids[index] = store.create_and_edit("workflow", "debug", first_step)
+            else:
+                store.maintain()
+                note("maintain", 0)
+                continue
+            note("write", time.monotonic() - started)
+        except BusyError:
+            note("busy", 0)
+        except ThreadError:  # full: start a new thread, as a client would
+            note("full", 0)
+            thread_ids[index] = store.create("workflow", "debug").id
+
+def run(target, store, rng, deadline):
+    try:
+        target(store, rng, deadline)
+    except BaseException:
+        errors.append(traceback.format_exc())
+
+with ThreadStore(path) as store:
+    print("ready", flush=True)
+    sys.stdin.readline()
+    deadline = time.monotonic() + seconds
+    workers = [
+        threading.Thread(target=run, args=(target, store, random.Random(seed * 10 + n), deadline))
+        for n, target in enumerate((reader, reader, writer, writer))
+    ]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=seconds + 30)
+print(json.dumps({"counts": counts, "latency": latency, "errors": errors}), flush=True)
+"""
+
+
+def test_two_busy_processes_reading_and_writing_never_see_a_raw_sqlite_error(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "threads.sqlite3"
+    with ThreadStore(path) as store:
+        thread_ids = [store.create("workflow", "debug").id for _ in range(THREADS)]
+    children = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                _HAMMER,
+                str(path),
+                json.dumps(thread_ids),
+                str(HAMMER_SECONDS),
+                str(seed),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for seed in (1, 2)
+    ]
+    reports = []
+    try:
+        for child in children:
+            assert child.stdout is not None
+            assert child.stdout.readline().strip() == "ready"
+        for child in children:
+            assert child.stdin is not None
+            child.stdin.write("go\n")
+            child.stdin.flush()
+        for child in children:
+            out, err = child.communicate(timeout=HAMMER_SECONDS + JOIN_TIMEOUT * 3)
+            assert child.returncode == 0, err
+            reports.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+
+    for report in reports:
+        assert report["errors"] == [], report["errors"][0]  # no OperationalError, nothing raw
+        assert report["counts"]["read"] > 50 and report["counts"]["write"] > 50, report

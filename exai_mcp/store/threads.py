@@ -4,60 +4,101 @@ A thread is what a `continuation_id` names: the `workflow` and `analyze` tools r
 step of an investigation in it, so that step N+1 (possibly served by another server process
 on the same machine, or after a restart) sees steps 1..N.
 
-Every change to a thread is one `BEGIN IMMEDIATE` transaction, and a caller whose write
-depends on what it read decides inside it:
+Reading is one plain SELECT on a connection of its own: `get` never takes the write lock, so
+it never waits for a writer, in this process or another. Every change to a thread is one
+`BEGIN IMMEDIATE` transaction, and a caller whose write depends on what it read decides
+inside it:
 
     def next_step(editor: ThreadEditor) -> Thread:
         return editor.record(editor.thread.last_step_number + 1, "workflow", payload)
 
     thread = store.edit(continuation_id, next_step)
 
-`change` sees the thread as it is when the write lock is taken, so no other writer (thread
-or process) can slip in between its read and its write; if it raises, nothing it wrote
-stays. `record_step`, `append_step` and `update_step_payload` are one-write edits.
+`change` sees the thread as it is when the write lock is taken (loaded by one query), so no
+other writer (thread or process) can slip in between its read and its write; if it raises,
+nothing it wrote stays. Each write touches only the rows it changes, and the editor's snapshot
+follows in memory. `record_step`, `append_step` and `update_step_payload` are one-write edits.
 
-Concurrency model: one `sqlite3` connection per `ThreadStore`, opened with
-`check_same_thread=False` and guarded by a lock, because callers run the synchronous API in
-anyio worker threads; an edit holds the lock from `BEGIN IMMEDIATE` to `COMMIT`. Between
-processes sharing one file, WAL mode, a `busy_timeout` and `BEGIN IMMEDIATE` keep writes
-serialised: two processes editing the same thread can never interleave. `change` must not
-call the store itself (RuntimeError rather than a deadlock) and should be quick: other
-writers wait for it.
+Expired threads are deleted by `maintain()`, which the server runs every few minutes in a
+worker thread (`run_maintenance`): it purges them in short batches and gives free pages back
+to the file system (the file uses incremental auto-vacuum; an older file is converted once,
+when it is opened). A read that finds an expired thread reports it as expired; an edit
+deletes it at once.
+
+Opening checks the location, sets up WAL mode and the schema, and refuses a `threads` or
+`steps` table with another program's columns. Every problem raises `StoreUnusable`, one line
+naming EXAI_STATE_DB, the path, the reason and what to do; a file locked by another process
+gets OPEN_ATTEMPTS tries over about two seconds first.
+
+Concurrency model: one connection for writes and one for reads (a single one for
+`:memory:`), each guarded by its lock and opened with `check_same_thread=False`, because
+callers run the synchronous API in anyio worker threads. Between processes sharing one file,
+WAL mode lets reads go on while one process writes, and `BEGIN IMMEDIATE` with a busy timeout
+keeps writes serialised: two processes editing the same thread can never interleave. A call
+that cannot get the write lock within BUSY_TIMEOUT_MS raises `BusyError` (retry the call).
+`change` must not call the store itself (RuntimeError rather than a deadlock) and should be
+quick: other writers wait for it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sqlite3
+import stat
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
+import anyio
+import anyio.to_thread
 import platformdirs
 
-from exai_mcp.errors import ConfigError, InputError, ThreadError
+from exai_mcp.errors import (
+    BusyError,
+    ConfigError,
+    ExaiError,
+    InputError,
+    StoreUnusable,
+    ThreadError,
+)
 
 __all__ = [
+    "MAINTENANCE_INTERVAL",
     "SCHEMA_VERSION",
+    "Maintenance",
     "Step",
     "Thread",
     "ThreadEditor",
     "ThreadStore",
+    "check_location",
     "default_db_path",
+    "run_maintenance",
 ]
 
 T = TypeVar("T")
+log = logging.getLogger("exai_mcp.store")
 
 SCHEMA_VERSION = 1
 _MOVE_ASIDE = 1 << 40  # far above any step number: where steps wait while they are renumbered
-BUSY_TIMEOUT_MS = 5000
+BUSY_TIMEOUT_MS = 5000  # how long a call waits for another process's write lock
+# A file locked at start-up: 3 tries of 0.5 s with 0.25 s between them, about 2 s in all.
+OPEN_ATTEMPTS = 3
+OPEN_BUSY_TIMEOUT_MS = 500
+OPEN_RETRY_PAUSE = 0.25
+MAINTENANCE_INTERVAL = 300.0  # seconds between two `maintain()` runs in a server
+PURGE_BATCH = 500  # threads deleted per write transaction, so a purge never holds the lock long
+PURGE_BATCHES = 100  # batches per `maintain()`; a larger backlog goes on the next run
+VACUUM_PAGES = 2048  # free pages given back per `maintain()` (8 MiB at 4 KiB pages)
 MEMORY = ":memory:"
+_AUTO_VACUUM_INCREMENTAL = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS threads (
@@ -78,6 +119,17 @@ CREATE TABLE IF NOT EXISTS steps (
     PRIMARY KEY (thread_id, number)
 );
 """
+_COLUMNS = {
+    "threads": ("id", "tool", "kind", "created_at", "updated_at", "expires_at"),
+    "steps": ("thread_id", "number", "tool", "payload", "recorded_at"),
+}
+# The thread and its steps in one query: one consistent read, no second round trip.
+_LOAD = (
+    "SELECT t.id, t.tool, t.kind, t.created_at, t.updated_at, t.expires_at, "
+    "s.number, s.tool, s.payload, s.recorded_at "
+    "FROM threads AS t LEFT JOIN steps AS s ON s.thread_id = t.id "
+    "WHERE t.id = ? ORDER BY s.number"
+)
 
 
 def default_db_path() -> Path:
@@ -124,13 +176,23 @@ class Thread:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class Maintenance:
+    """What one `ThreadStore.maintain()` did: threads purged, and the file's size in pages."""
+
+    purged: int
+    pages_freed: int
+    pages: int
+
+
 class ThreadStore:
     """SQLite-backed thread storage with a TTL from last activity and a cap on steps.
 
     The API is synchronous on purpose: sqlite3 is blocking, so async callers wrap calls in
-    `anyio.to_thread.run_sync`. Every public method takes the instance lock, so one store
-    may be shared by many worker threads. `edit` and `create_and_edit` are the one write
-    path: the other writing methods are shorthands for them.
+    `anyio.to_thread.run_sync`. One store may be shared by many worker threads. `edit` and
+    `create_and_edit` are the one path that writes a thread (the other writing methods are
+    shorthands for them); `maintain` deletes expired ones. Opening raises `StoreUnusable`
+    (a ConfigError) when the file cannot serve.
     """
 
     def __init__(
@@ -145,59 +207,103 @@ class ThreadStore:
             raise ConfigError(f"EXAI_THREAD_TTL_HOURS must be > 0, got {ttl_hours}")
         if max_turns < 1:
             raise ConfigError(f"EXAI_MAX_THREAD_TURNS must be >= 1, got {max_turns}")
-        self.path = str(path)
+        self._is_memory = str(path) == MEMORY
+        self.path = MEMORY if self._is_memory else str(Path(path).expanduser())
         self.ttl_hours = ttl_hours
         self.max_turns = max_turns
         self._clock = clock
         # Re-entrant so that a store call made from inside `change` fails instead of hanging.
         self._lock = threading.RLock()
-        self._is_memory = self.path == MEMORY
-        if not self._is_memory:
-            Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            self.path = str(Path(self.path).expanduser())
-        try:
-            # isolation_level=None: we issue BEGIN/COMMIT ourselves (BEGIN IMMEDIATE for writes).
-            self._conn = sqlite3.connect(
-                self.path,
-                timeout=BUSY_TIMEOUT_MS / 1000,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-        except sqlite3.Error as exc:
-            raise ConfigError(
-                f"cannot open the thread store EXAI_STATE_DB={self.path}: {exc}"
-            ) from exc
+        self._local = threading.local()  # `editing` is set while this thread runs a `change`
         self._closed = False
+        self._conn, self._reader = self._open()
+        # `:memory:` is one database per connection, so there reads share the writer.
+        self._read_lock = self._lock if self._is_memory else threading.Lock()
+
+    # -- opening ------------------------------------------------------------------------
+
+    def _open(self) -> tuple[sqlite3.Connection, sqlite3.Connection]:
+        """The writer (schema set up) and the reader; StoreUnusable for any problem."""
+        if not self._is_memory:
+            check_location(self.path)
+            try:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreUnusable(
+                    self.path,
+                    f"its directory cannot be created ({exc.strerror or exc})",
+                    "point EXAI_STATE_DB at a file in a writable directory",
+                ) from exc
+        opened: list[sqlite3.Connection] = []
         try:
-            self._setup()
-        except BaseException:
-            self._conn.close()
+            writer = self._connect(OPEN_BUSY_TIMEOUT_MS)
+            opened.append(writer)
+            self._set_up(writer)
+            writer.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            if self._is_memory:
+                return writer, writer
+            reader = self._connect(BUSY_TIMEOUT_MS)
+            opened.append(reader)
+            reader.execute("PRAGMA query_only = ON")
+            reader.execute(_LOAD, ("",)).fetchall()  # fails here, not at the first call
+            return writer, reader
+        except BaseException as exc:
+            for conn in opened:
+                conn.close()
+            if isinstance(exc, sqlite3.Error):
+                raise _unusable(self.path, exc) from exc
             raise
 
-    # -- set-up -------------------------------------------------------------------------
+    def _connect(self, busy_timeout_ms: int) -> sqlite3.Connection:
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves (BEGIN IMMEDIATE for writes).
+        conn = sqlite3.connect(
+            self.path,
+            timeout=busy_timeout_ms / 1000,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        conn.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
+        return conn
 
-    def _setup(self) -> None:
-        """Pragmas and schema; idempotent, safe when several processes start at once."""
-        conn = self._conn
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    def _set_up(self, conn: sqlite3.Connection) -> None:
+        """Pragmas and schema, retried while another process holds the file locked."""
+        started = time.monotonic()
+        for attempt in range(1, OPEN_ATTEMPTS + 1):
+            try:
+                self._create_schema(conn)
+                break
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise
+                if attempt == OPEN_ATTEMPTS:
+                    raise StoreUnusable(
+                        self.path,
+                        f"locked by another process: still locked after {OPEN_ATTEMPTS} tries "
+                        f"over {time.monotonic() - started:.1f} s ({exc})",
+                        "close the program holding it (a sqlite3 shell, a backup, another "
+                        "application) or point EXAI_STATE_DB at another file",
+                    ) from exc
+                time.sleep(OPEN_RETRY_PAUSE)
+        self._use_incremental_vacuum(conn)
+
+    def _create_schema(self, conn: sqlite3.Connection) -> None:
+        """Idempotent, and safe when several processes start at once."""
         conn.execute("PRAGMA foreign_keys = ON")
+        self._check_schema(conn)  # before changing anything in another program's file
+        # Takes effect only in a file without tables yet; older files: _use_incremental_vacuum.
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
         if not self._is_memory:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
-                raise ConfigError(
-                    f"the thread store EXAI_STATE_DB={self.path} cannot use WAL mode "
-                    f"(got {mode!r}); put it on a local file system"
+                raise StoreUnusable(
+                    self.path,
+                    f"cannot use WAL mode (SQLite reports journal mode {mode!r})",
+                    "put it on a local file system, or point EXAI_STATE_DB at a file on one",
                 )
             conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("BEGIN IMMEDIATE")
         try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise ConfigError(
-                    f"the thread store EXAI_STATE_DB={self.path} has schema version {version}, "
-                    f"newer than this exai-mcp understands ({SCHEMA_VERSION}); upgrade exai-mcp "
-                    "or point EXAI_STATE_DB at another file"
-                )
+            version = self._check_schema(conn)  # again: another process may have been first
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
@@ -205,14 +311,58 @@ class ThreadStore:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
+
+    def _check_schema(self, conn: sqlite3.Connection) -> int:
+        """The schema version; refuses a newer one, and tables of ours with other columns."""
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreUnusable(
+                self.path,
+                f"has schema version {version}, newer than this exai-mcp understands "
+                f"({SCHEMA_VERSION})",
+                "upgrade exai-mcp, or point EXAI_STATE_DB at another file",
+            )
+        for table, expected in _COLUMNS.items():
+            found = [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
+            if found and set(found) != set(expected):
+                raise StoreUnusable(
+                    self.path,
+                    f"its {table!r} table is not exai-mcp's (columns {', '.join(found)}; "
+                    f"expected {', '.join(expected)})",
+                    "point EXAI_STATE_DB at another file: this one belongs to another program",
+                )
+        return version
+
+    def _use_incremental_vacuum(self, conn: sqlite3.Connection) -> None:
+        """A file made without incremental auto-vacuum needs one VACUUM to switch it on."""
+        if self._is_memory:
+            return
+        try:
+            if conn.execute("PRAGMA auto_vacuum").fetchone()[0] == _AUTO_VACUUM_INCREMENTAL:
+                return
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            conn.execute("VACUUM")
+        except sqlite3.OperationalError as exc:
+            # The store works without it; it just does not shrink. The next start tries again.
+            log.warning(
+                "EXAI_STATE_DB=%s: could not switch on incremental vacuum (%s); the file will "
+                "not shrink until a later start manages it",
+                self.path,
+                exc,
+            )
 
     @property
     def journal_mode(self) -> str:
         """The journal mode SQLite reports ("wal" for files, "memory" for `:memory:`)."""
         with self._lock:
             return str(self._conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     @property
     def ttl_seconds(self) -> float:
@@ -225,7 +375,8 @@ class ThreadStore:
 
         `change` gets a `ThreadEditor` whose `thread` is the current snapshot and returns
         what `edit` returns. If it raises, everything it wrote is rolled back and the
-        exception propagates. ThreadError if the thread is unknown or expired, as `get`.
+        exception propagates. ThreadError if the thread is unknown or expired (an expired
+        thread is deleted); BusyError if another process kept the write lock too long.
         """
         return self._transact(lambda now: self._load(thread_id, now), change)
 
@@ -234,19 +385,35 @@ class ThreadStore:
     ) -> T:
         """Create a thread and apply `change` to it in the same transaction.
 
-        If `change` raises, no thread is left behind. Purges expired threads first, as `create`.
+        If `change` raises, no thread is left behind.
         """
         _require_text("tool", tool)
         return self._transact(lambda now: self._insert(tool, kind, now), change)
 
     def create(self, tool: str, kind: str | None) -> Thread:
-        """Start a new empty thread; purges expired threads first so the file stays small."""
+        """Start a new empty thread."""
         return self.create_and_edit(tool, kind, _snapshot)
 
     def get(self, thread_id: str) -> Thread:
-        """The thread with its steps; ThreadError if unknown or expired (never creates one)."""
-        # A write transaction because an expired thread is deleted right here.
-        return self.edit(thread_id, _snapshot)
+        """The thread with its steps; ThreadError if unknown or expired (never creates one).
+
+        A plain read: it takes no write lock and waits for no writer. An expired thread is
+        reported as such and left for `maintain()` (or the next edit) to delete.
+        """
+        self._refuse_nested()
+        with self._read_lock:
+            self._check_open()
+            now = self._clock()
+            try:
+                rows = self._reader.execute(_LOAD, (thread_id,)).fetchall()
+            except sqlite3.OperationalError as exc:
+                self._raise_if_busy(exc)
+                raise
+        if not rows:
+            raise self._unknown(thread_id)
+        if rows[0][5] <= now:
+            raise self._expired(thread_id)
+        return _thread_from_rows(rows)
 
     def record_step(self, thread_id: str, number: int, tool: str, payload: dict) -> Thread:
         """Store step `number`: replaces a resent step, drops later steps on backtracking.
@@ -272,17 +439,58 @@ class ThreadStore:
         return self.edit(thread_id, lambda editor: editor._update(number, encoded))
 
     def purge_expired(self) -> int:
-        """Delete every thread whose TTL has run out; returns how many were deleted."""
-        with self._lock, self._transaction():
-            return self._purge(self._clock())
+        """Delete the threads whose TTL has run out; returns how many were deleted.
+
+        In batches of PURGE_BATCH, each its own short write transaction so that other
+        writers get in between; at most PURGE_BATCHES batches, the rest on the next call.
+        """
+        total = 0
+        for _ in range(PURGE_BATCHES):
+            with self._writing() as conn:
+                deleted = conn.execute(
+                    "DELETE FROM threads WHERE id IN "
+                    "(SELECT id FROM threads WHERE expires_at <= ? LIMIT ?)",
+                    (self._clock(), PURGE_BATCH),
+                ).rowcount
+            total += deleted
+            if deleted < PURGE_BATCH:
+                break
+        return total
+
+    def maintain(self) -> Maintenance:
+        """Purge expired threads, then give up to VACUUM_PAGES free pages back to the disk.
+
+        Bounded work in short write transactions; the server runs it every
+        MAINTENANCE_INTERVAL seconds in a worker thread (`run_maintenance`).
+        BusyError if another process kept the write lock too long: try again later.
+        """
+        purged = self.purge_expired()
+        self._refuse_nested()
+        with self._lock:
+            self._check_open()
+            before = self._conn.execute("PRAGMA page_count").fetchone()[0]
+            try:
+                # executescript runs the pragma to the end; execute() frees one page per call.
+                self._conn.executescript(f"PRAGMA incremental_vacuum({VACUUM_PAGES});")
+                if not self._is_memory:
+                    # Copies the freed file back so that the main file really shrinks;
+                    # PASSIVE waits for nobody.
+                    self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            except sqlite3.OperationalError as exc:
+                self._raise_if_busy(exc)
+                raise
+            after = self._conn.execute("PRAGMA page_count").fetchone()[0]
+        return Maintenance(purged=purged, pages_freed=before - after, pages=after)
 
     def close(self) -> None:
-        """Close the connection; further calls fail. Safe to call twice."""
-        with self._lock:
+        """Close the connections; further calls fail. Safe to call twice."""
+        self._refuse_nested()
+        with self._lock, self._read_lock:
             if not self._closed:
-                self._refuse_nested()
                 self._closed = True
                 self._conn.close()
+                if self._reader is not self._conn:
+                    self._reader.close()
 
     def __enter__(self) -> Self:
         return self
@@ -295,60 +503,78 @@ class ThreadStore:
     ) -> None:
         self.close()
 
-    # -- internals (caller holds self._lock) --------------------------------------------
+    # -- internals ----------------------------------------------------------------------
 
     def _transact(
         self, open_thread: Callable[[float], Thread], change: Callable[[ThreadEditor], T]
     ) -> T:
         """`open_thread` then `change` in one `BEGIN IMMEDIATE` transaction."""
+        self._refuse_nested()
         with self._lock:
             self._begin()
+            self._local.editing = True
             try:
-                now = self._clock()
-                thread = open_thread(now)
-            except ThreadError:
-                # Raised before anything but the deletion of an expired thread, which must
-                # stick: the next call should say "unknown", not "expired" again.
-                self._conn.execute("COMMIT")
-                raise
-            except BaseException:
+                try:
+                    now = self._clock()
+                    thread = open_thread(now)
+                except ThreadError:
+                    # Raised before anything but the deletion of an expired thread, which must
+                    # stick: the next call should say "unknown", not "expired" again.
+                    self._conn.execute("COMMIT")
+                    raise
+                editor = ThreadEditor(self, thread, now)
+                try:
+                    result = change(editor)
+                    if editor._broken is not None:
+                        # `change` swallowed a write that failed half-way: keep none of it.
+                        raise editor._broken
+                    self._conn.execute("COMMIT")
+                finally:
+                    editor._closed = True
+                return result
+            except sqlite3.OperationalError as exc:
                 self._rollback()
+                self._raise_if_busy(exc)
                 raise
-            editor = ThreadEditor(self, thread, now)
-            try:
-                result = change(editor)
-                if editor._broken is not None:
-                    # `change` swallowed a write that failed half-way: keep none of it.
-                    raise editor._broken
-                self._conn.execute("COMMIT")
             except BaseException:
                 self._rollback()
                 raise
             finally:
-                editor._closed = True
-            return result
+                self._local.editing = False
 
     @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        """`BEGIN IMMEDIATE` ... `COMMIT`, `ROLLBACK` on any exception."""
-        self._begin()
-        try:
-            yield
-            self._conn.execute("COMMIT")
-        except BaseException:
-            self._rollback()
-            raise
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """`BEGIN IMMEDIATE` ... `COMMIT` on the writer, `ROLLBACK` on any exception."""
+        self._refuse_nested()
+        with self._lock:
+            self._begin()
+            try:
+                yield self._conn
+                self._conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                self._rollback()
+                self._raise_if_busy(exc)
+                raise
+            except BaseException:
+                self._rollback()
+                raise
 
     def _begin(self) -> None:
-        if self._closed:
-            raise RuntimeError("ThreadStore is closed")
-        self._refuse_nested()
+        self._check_open()
         # BEGIN IMMEDIATE takes the write lock up front, waiting up to busy_timeout, so a
         # read-then-write sequence cannot be overtaken by another connection.
-        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            self._raise_if_busy(exc)
+            raise
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("ThreadStore is closed")
 
     def _refuse_nested(self) -> None:
-        if self._conn.in_transaction:
+        if getattr(self._local, "editing", False):
             raise RuntimeError(
                 "ThreadStore was called from inside an edit; use the ThreadEditor instead"
             )
@@ -357,8 +583,15 @@ class ThreadStore:
         if self._conn.in_transaction:
             self._conn.execute("ROLLBACK")
 
+    def _raise_if_busy(self, exc: sqlite3.OperationalError) -> None:
+        """BusyError for a lock another process held too long; the caller re-raises the rest."""
+        if _is_busy(exc):
+            raise BusyError(
+                f"the thread store EXAI_STATE_DB={self.path} is busy with another process (its "
+                f"lock was held for more than {BUSY_TIMEOUT_MS / 1000:g} s); retry the call"
+            ) from exc
+
     def _insert(self, tool: str, kind: str | None, now: float) -> Thread:
-        self._purge(now)
         thread = Thread(
             id=str(uuid.uuid4()),
             tool=tool,
@@ -374,50 +607,29 @@ class ThreadStore:
         )
         return thread
 
-    def _purge(self, now: float) -> int:
-        return self._conn.execute("DELETE FROM threads WHERE expires_at <= ?", (now,)).rowcount
-
-    def _load_row(self, thread_id: str, now: float) -> tuple:
-        """The thread's row; deletes it and raises if expired, raises if unknown."""
-        row = self._conn.execute(
-            "SELECT id, tool, kind, created_at, updated_at, expires_at FROM threads WHERE id = ?",
-            (thread_id,),
-        ).fetchone()
-        if row is None:
-            raise ThreadError(
-                f"continuation_id '{thread_id}' is unknown: it was never created on this "
-                f"server's store (EXAI_STATE_DB={self.path}) or was deleted (threads are "
-                f"purged EXAI_THREAD_TTL_HOURS={self.ttl_hours:g} hours after their last "
-                "step); start a new thread without continuation_id"
-            )
-        if row[5] <= now:
-            self._conn.execute("DELETE FROM threads WHERE id = ?", (thread_id,))
-            raise ThreadError(
-                f"continuation_id '{thread_id}' expired after "
-                f"EXAI_THREAD_TTL_HOURS={self.ttl_hours:g} hours without activity and was "
-                "deleted; start a new thread without continuation_id and summarise the "
-                "earlier findings in the first step"
-            )
-        return row
-
     def _load(self, thread_id: str, now: float) -> Thread:
-        row = self._load_row(thread_id, now)
-        steps = tuple(
-            Step(number=n, tool=t, payload=json.loads(p), recorded_at=r)
-            for n, t, p, r in self._conn.execute(
-                "SELECT number, tool, payload, recorded_at FROM steps "
-                "WHERE thread_id = ? ORDER BY number",
-                (thread_id,),
-            )
+        """The thread for an edit (one query); deletes it and raises if expired."""
+        rows = self._conn.execute(_LOAD, (thread_id,)).fetchall()
+        if not rows:
+            raise self._unknown(thread_id)
+        if rows[0][5] <= now:
+            self._conn.execute("DELETE FROM threads WHERE id = ?", (thread_id,))
+            raise self._expired(thread_id)
+        return _thread_from_rows(rows)
+
+    def _unknown(self, thread_id: str) -> ThreadError:
+        return ThreadError(
+            f"continuation_id '{thread_id}' is unknown: it was never created on this "
+            f"server's store (EXAI_STATE_DB={self.path}) or was deleted (threads are "
+            f"purged EXAI_THREAD_TTL_HOURS={self.ttl_hours:g} hours after their last "
+            "step); start a new thread without continuation_id"
         )
-        return Thread(
-            id=row[0],
-            tool=row[1],
-            kind=row[2],
-            created_at=row[3],
-            updated_at=row[4],
-            steps=steps,
-            expires_at=row[5],
+
+    def _expired(self, thread_id: str) -> ThreadError:
+        return ThreadError(
+            f"continuation_id '{thread_id}' expired after "
+            f"EXAI_THREAD_TTL_HOURS={self.ttl_hours:g} hours without activity; start a new "
+            "thread without continuation_id and summarise the earlier findings in the first step"
         )
 
     def _full_error(self, thread_id: str) -> ThreadError:
@@ -595,3 +807,188 @@ def _encode(payload: object) -> str:
         return json.dumps(payload, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InputError(f"step payload is not JSON-serialisable: {exc}") from exc
+
+
+async def run_maintenance(
+    store: ThreadStore,
+    interval: float = MAINTENANCE_INTERVAL,
+    *,
+    sleep: Callable[[float], Awaitable[object]] = anyio.sleep,
+) -> None:
+    """Run `store.maintain()` in a worker thread now and every `interval` seconds, until cancelled.
+
+    A failed run (the file busy for long, a disk error) is logged and tried again next time:
+    tidying up is never a reason to stop serving. Cancellation waits for a run in progress,
+    which is bounded (PURGE_BATCHES short transactions and one incremental vacuum).
+    """
+    while not store.closed:
+        try:
+            done = await anyio.to_thread.run_sync(store.maintain)
+        except RuntimeError:
+            if store.closed:
+                return  # closed while the server stops: nothing left to tidy
+            raise
+        except (ExaiError, sqlite3.Error) as exc:
+            log.warning("thread store maintenance failed, retrying in %g s: %s", interval, exc)
+        else:
+            if done.purged or done.pages_freed:
+                log.info(
+                    "thread store: purged %d expired thread(s), freed %d page(s), %d in use",
+                    done.purged,
+                    done.pages_freed,
+                    done.pages,
+                )
+        await sleep(interval)
+
+
+def check_location(path: str | Path) -> Path:
+    """Raise StoreUnusable if `path` cannot hold the thread store; creates nothing.
+
+    Catches what SQLite reports badly or not at all: a directory or a device at the path, a
+    parent that is a file, and a file or directory it may not write (a read-only mount is
+    refused even for root). Returns the path with `~` expanded.
+    """
+    target = Path(path).expanduser()
+    shown = str(target)
+    try:
+        if target.exists():
+            if target.is_dir():
+                raise StoreUnusable(
+                    shown,
+                    "is a directory",
+                    f"point EXAI_STATE_DB at a file, e.g. {target / 'threads.sqlite3'}",
+                )
+            if not target.is_file():
+                raise StoreUnusable(
+                    shown,
+                    f"is not a regular file ({_file_kind(target)})",
+                    "point EXAI_STATE_DB at a regular file (it is created if missing)",
+                )
+            if not os.access(target, os.R_OK | os.W_OK):
+                raise StoreUnusable(
+                    shown,
+                    "is read-only (no permission to write it, or a read-only file system)",
+                    "make it writable, or point EXAI_STATE_DB at a writable file",
+                )
+            if not os.access(target.parent, os.W_OK | os.X_OK):
+                raise StoreUnusable(
+                    shown,
+                    f"its directory {target.parent} is read-only, and SQLite keeps "
+                    f"{target.name}-wal and {target.name}-shm beside it",
+                    "make the directory writable, or point EXAI_STATE_DB at a file in a "
+                    "writable directory",
+                )
+            return target
+        ancestor = target.parent
+        while not ancestor.exists() and ancestor != ancestor.parent:  # bounded by the depth
+            ancestor = ancestor.parent
+        if not ancestor.is_dir():
+            raise StoreUnusable(
+                shown,
+                f"{ancestor} is a file, not a directory, so the store cannot be created there",
+                "point EXAI_STATE_DB at a path whose directories exist or can be created",
+            )
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            raise StoreUnusable(
+                shown,
+                f"cannot be created: {ancestor} is read-only",
+                "point EXAI_STATE_DB at a file in a writable directory",
+            )
+    except OSError as exc:
+        raise StoreUnusable(
+            shown,
+            f"cannot be checked ({exc.strerror or exc})",
+            "point EXAI_STATE_DB at a file in a directory you can read and write",
+        ) from exc
+    return target
+
+
+def _file_kind(path: Path) -> str:
+    mode = path.stat().st_mode
+    for test, kind in (
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a named pipe"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return kind
+    return "not a file"
+
+
+_BUSY_CODES = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    """The lock was held by another connection for longer than the busy timeout."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in _BUSY_CODES
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+# Primary SQLite result code: (what it means for the store, what to do about it).
+_OPEN_FAILURES: dict[int, tuple[str, str]] = {
+    sqlite3.SQLITE_BUSY: (
+        "locked by another process",
+        "close the program holding it, or point EXAI_STATE_DB at another file",
+    ),
+    sqlite3.SQLITE_NOTADB: (
+        "not a SQLite database",
+        "point EXAI_STATE_DB at another file or delete this one",
+    ),
+    sqlite3.SQLITE_CORRUPT: (
+        "a damaged SQLite database",
+        "move it aside (the threads in it are lost) or point EXAI_STATE_DB at another file",
+    ),
+    sqlite3.SQLITE_READONLY: (
+        "read-only",
+        "make it and its directory writable, or point EXAI_STATE_DB at a writable file",
+    ),
+    sqlite3.SQLITE_CANTOPEN: (
+        "cannot be opened",
+        "check that it and its directory are readable and writable, or point EXAI_STATE_DB "
+        "at another file",
+    ),
+    sqlite3.SQLITE_IOERR: (
+        "cannot be read or written (I/O error)",
+        "put it on a local file system, or point EXAI_STATE_DB at another file",
+    ),
+    sqlite3.SQLITE_FULL: (
+        "cannot grow: the disk is full",
+        "free some space, or point EXAI_STATE_DB at a file on another disk",
+    ),
+    sqlite3.SQLITE_PERM: (
+        "access denied",
+        "make it writable, or point EXAI_STATE_DB at another file",
+    ),
+}
+
+
+def _unusable(path: str, exc: sqlite3.Error) -> StoreUnusable:
+    """The one-line start-up error for a SQLite failure while opening the store."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    reason, advice = _OPEN_FAILURES.get(
+        -1 if code is None else code & 0xFF,
+        ("cannot be used as the thread store", "point EXAI_STATE_DB at another file"),
+    )
+    return StoreUnusable(path, f"{reason} ({exc})", advice)
+
+
+def _thread_from_rows(rows: list[tuple]) -> Thread:
+    """A Thread from the rows of `_LOAD` (at least one; step columns are NULL without steps)."""
+    first = rows[0]
+    steps = tuple(
+        Step(number=n, tool=t, payload=json.loads(p), recorded_at=r)
+        for *_, n, t, p, r in rows
+        if n is not None
+    )
+    return Thread(
+        id=first[0],
+        tool=first[1],
+        kind=first[2],
+        created_at=first[3],
+        updated_at=first[4],
+        steps=steps,
+        expires_at=first[5],
+    )

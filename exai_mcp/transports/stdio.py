@@ -36,15 +36,20 @@ from mcp_types import JSONRPCRequest
 
 from exai_mcp.config import Settings
 from exai_mcp.server import build_server
+from exai_mcp.store.threads import ThreadStore
 from exai_mcp.transports.intake import SessionIntake
 from exai_mcp.transports.jsonrpc import Rejected, read_line
 
 log = logging.getLogger("exai_mcp.stdio")
 
 
-async def serve_stdio(settings: Settings) -> None:
-    """Serve one session on stdin/stdout until the client closes stdin."""
-    server = build_server(settings)
+async def serve_stdio(settings: Settings, store: ThreadStore | None = None) -> None:
+    """Serve one session on stdin/stdout until the client closes stdin.
+
+    `store`: the thread store the caller opened (and will close); without it, the server
+    opens the one the settings name.
+    """
+    server = build_server(settings, store)
     intake = SessionIntake(settings.session_max_pending)
     async with stdio_session(intake) as (read_stream, write_stream):
         await server.run(read_stream, write_stream, server.create_initialization_options())
