@@ -569,3 +569,17 @@ def test_the_json_verdict_is_parsed_when_the_expert_answered_in_json(
     text: str, expected: dict[str, Any] | None
 ) -> None:
     assert parse_json_verdict(text) == expected
+
+
+def test_a_store_busy_with_another_process_does_not_lose_the_verdict_reply() -> None:
+    from types import SimpleNamespace
+
+    from exai_mcp.errors import BusyError
+    from exai_mcp.tools.workflow import _attach_verdict
+
+    class LockedStore:
+        def edit(self, *_args: object) -> None:
+            raise BusyError("the thread store is busy with another process; retry the call")
+
+    # Logged, not raised: the expert's answer still reaches the client.
+    _attach_verdict(SimpleNamespace(store=LockedStore()), "tid", 1, {})  # type: ignore[arg-type]

@@ -35,7 +35,7 @@ import anyio
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field
 
-from exai_mcp.errors import InputError, ThreadError
+from exai_mcp.errors import BusyError, InputError, ThreadError
 from exai_mcp.middleware.call import Answer, ExpertRequest, Plan
 from exai_mcp.services import Services
 from exai_mcp.store.threads import Step, Thread, ThreadEditor
@@ -345,7 +345,7 @@ def _attach_verdict(services: Services, thread_id: str, slot: int, payload: dict
 
     try:
         services.store.edit(thread_id, attach)
-    except ThreadError as exc:  # expired or full: the answer still reaches the client
+    except (ThreadError, BusyError) as exc:  # expired, full or locked: the answer still arrives
         log.warning("could not store the workflow verdict: %s", exc)
 
 
