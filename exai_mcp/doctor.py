@@ -54,7 +54,8 @@ from exai_mcp.providers.registry import (
     create_providers,
     describe_all_key_variables,
 )
-from exai_mcp.store.threads import MEMORY, ThreadStore, check_location, default_db_path
+from exai_mcp.store.diagnosis import check_location
+from exai_mcp.store.threads import MEMORY, ThreadStore, default_db_path
 
 DEFAULT_CHECK_TIMEOUT = 5.0
 EXIT_OK = 0

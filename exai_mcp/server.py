@@ -43,7 +43,8 @@ from exai_mcp.providers.catalog import ModelCatalog
 from exai_mcp.providers.registry import create_providers
 from exai_mcp.redact import Redactor
 from exai_mcp.services import Services
-from exai_mcp.store.threads import ThreadStore, default_db_path, run_maintenance
+from exai_mcp.store.maintenance import run_maintenance
+from exai_mcp.store.threads import ThreadStore, default_db_path
 from exai_mcp.tools import analyze, status, workflow
 from exai_mcp.tools.base import AnswerOutput, ToolSpec
 

@@ -13,7 +13,8 @@ import pytest
 
 from exai_mcp.errors import InputError, ThreadError
 from exai_mcp.store import SCHEMA_VERSION, Step, Thread, ThreadStore, default_db_path
-from exai_mcp.store.threads import ThreadEditor, run_maintenance
+from exai_mcp.store.maintenance import run_maintenance
+from exai_mcp.store.threads import ThreadEditor
 
 
 class FakeClock:
