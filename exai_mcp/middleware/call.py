@@ -87,6 +87,8 @@ class Call:
     deadline: Deadline
     prepare: Callable[[], Awaitable[Plan[Any]]]
     send_progress: SendProgress | None = None
+    client: str = "stdio"
+    """Who sent the call: an MCP session, a REST client; per-client limits and status use it."""
     report: Callable[[str], None] = lambda _message: None
     """Progress for the client(s): cheap, synchronous, coalesced by the reporter."""
     plan: Plan[Any] | None = None

@@ -91,6 +91,7 @@ class Pipeline:
         *,
         send_progress: SendProgress | None = None,
         deadline: Deadline | None = None,
+        client: str = "stdio",
     ) -> Any:
         """Run one call within its deadline (counted from `deadline`'s start: the arrival)."""
         call = Call(
@@ -99,6 +100,7 @@ class Pipeline:
             deadline=deadline or Deadline.after(self.server_deadline),
             prepare=prepare,
             send_progress=send_progress,
+            client=client,
         )
         return await self._handle(call)
 
