@@ -80,6 +80,13 @@ from typing import BinaryIO
 import anyio.to_thread
 
 from exai_mcp.errors import FileAccessError
+from exai_mcp.nofollow import (
+    PERMISSION_REASON,
+    REPLACED,
+    changed,
+    open_without_links,
+    where_now,
+)
 from exai_mcp.secret_rules import SecretHit, secret_content, secret_hits
 
 __all__ = [
@@ -228,107 +235,18 @@ def _looks_binary(data: bytes, *, sniff_nul: bool = True) -> bool:
 
 
 _BINARY_REASON = "looks like a binary file; only text files can be analysed"
-_PERMISSION_REASON = "cannot be read (permission denied)"
 _NO_ROOTS_REASON = (
     "no directory is allowed for file access: the home directory and the working directory "
     "are both the filesystem root (or the home is unknown), and then neither is a default "
     "root; set EXAI_ALLOWED_ROOTS to the directories tools may read"
 )
-_LINK_APPEARED = "a symbolic link appeared on its path"
-_REPLACED = "it was replaced"
-
-
-def _changed(how: str) -> str:
-    return f"changed while it was being read ({how}); it was not read, try again once it stays put"
-
-
-# --------------------------------------------------------------------------- opening
-
-_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
-_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-# O_PATH (Linux) opens a directory for lookups only, so execute-only directories still work.
-_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_PATH", 0) | _O_NOFOLLOW | _O_DIRECTORY | _O_CLOEXEC
-# O_NONBLOCK: a fifo swapped in must not block the open; O_NOCTTY: nor may a tty become ours.
-_FILE_FLAGS = (
-    os.O_RDONLY
-    | _O_NOFOLLOW
-    | getattr(os, "O_NONBLOCK", 0)
-    | getattr(os, "O_NOCTTY", 0)
-    | _O_CLOEXEC
-)
-_CAN_OPEN_WITHOUT_LINKS = bool(_O_NOFOLLOW and _O_DIRECTORY) and os.open in os.supports_dir_fd
-_DELETED = " (deleted)"  # what /proc/self/fd adds to a name unlinked since it was opened
-
-
-def _open_refusal(given: str, exc: OSError, parent: int, name: str) -> FileAccessError:
-    """What a failed `openat` of `name` in `parent` means for the file `given`."""
-    if exc.errno == errno.ENOTDIR:  # a link (or a file) where resolving saw a directory
-        try:
-            now_link = stat.S_ISLNK(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode)
-        except OSError:
-            now_link = False
-        return FileAccessError(given, _changed(_LINK_APPEARED) if now_link else "does not exist")
-    if exc.errno in (errno.ELOOP, errno.EMLINK):  # O_NOFOLLOW met a link (EMLINK on BSD)
-        return FileAccessError(given, _changed(_LINK_APPEARED))
-    if exc.errno == errno.ENOENT:
-        return FileAccessError(given, "does not exist")
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        return FileAccessError(given, _PERMISSION_REASON)
-    if exc.errno in (errno.ENXIO, errno.EOPNOTSUPP):  # a socket, or a device with no driver
-        return FileAccessError(given, "is not a regular file")
-    return FileAccessError(given, f"cannot be read ({exc.strerror or exc})")
-
-
-def _open_without_links(given: str, resolved: Path) -> int:
-    """A descriptor for `resolved`, opened a component at a time from `/`, following no link.
-
-    `resolved` holds no symlink when this is called, so a component that is one now was
-    swapped in since: the open fails with ELOOP or ENOTDIR and the file is refused as changed,
-    never read through the link.
-    """
-    if not _CAN_OPEN_WITHOUT_LINKS:
-        raise FileAccessError(
-            given,
-            "cannot be read on this platform: it lacks openat with O_NOFOLLOW, which file "
-            "access needs so that no symbolic link swapped in after the check is followed",
-        )
-    if not resolved.name:
-        raise FileAccessError(given, "is not a regular file")
-    parent = os.open(resolved.anchor, _DIR_FLAGS)
-    try:
-        for part in resolved.parts[1:-1]:
-            try:
-                child = os.open(part, _DIR_FLAGS, dir_fd=parent)
-            except OSError as exc:
-                raise _open_refusal(given, exc, parent, part) from None
-            os.close(parent)
-            parent = child
-        try:
-            return os.open(resolved.name, _FILE_FLAGS, dir_fd=parent)
-        except OSError as exc:
-            raise _open_refusal(given, exc, parent, resolved.name) from None
-    finally:
-        os.close(parent)
-
-
-def _where(fd: int) -> Path | None:
-    """Where the open file `fd` is now, as the kernel names it (Linux); None if it cannot say.
-
-    A file unlinked or replaced since it was opened is named by its path at that time.
-    """
-    try:
-        where = os.readlink(f"/proc/self/fd/{fd}")
-    except OSError:
-        return None
-    return Path(where.removesuffix(_DELETED))
 
 
 def _read_from(given: str, handle: BinaryIO, size: int) -> bytes:
     try:
         return handle.read(size)
     except PermissionError:
-        raise FileAccessError(given, _PERMISSION_REASON) from None
+        raise FileAccessError(given, PERMISSION_REASON) from None
     except OSError as exc:
         raise FileAccessError(given, f"cannot be read ({exc.strerror or exc})") from None
 
@@ -410,7 +328,7 @@ class FileAccessPolicy:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise FileAccessError(given, "is not a regular file")
-        where = _where(fd)
+        where = where_now(fd)
         if where is None:
             # No /proc (macOS): the file must still be the one at the checked path.
             try:
@@ -418,7 +336,7 @@ class FileAccessPolicy:
             except OSError:
                 now = None
             if now is None or (now.st_dev, now.st_ino) != (info.st_dev, info.st_ino):
-                raise FileAccessError(given, _changed(_REPLACED))
+                raise FileAccessError(given, changed(REPLACED))
         elif where != resolved:
             try:
                 if not where.is_absolute():
@@ -435,7 +353,7 @@ class FileAccessPolicy:
     @staticmethod
     def _open(given: str, resolved: Path) -> int:
         """The one place a file is opened (tests replace it to prove a refusal came first)."""
-        return _open_without_links(given, resolved)
+        return open_without_links(given, resolved)
 
     @contextmanager
     def _opened(self, given: str) -> Iterator[tuple[Path, BinaryIO, os.stat_result]]:

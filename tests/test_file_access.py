@@ -579,7 +579,7 @@ def test_without_proc_a_file_swapped_after_opening_is_refused_by_its_identity(
     monkeypatch, policy, root
 ):
     target = write(root / "file.txt")
-    monkeypatch.setattr("exai_mcp.files._where", lambda fd: None)
+    monkeypatch.setattr("exai_mcp.files.where_now", lambda fd: None)
     assert policy.check(str(target)) == target.resolve()  # unchanged: allowed
     real_open = FileAccessPolicy._open
 
@@ -618,7 +618,7 @@ def test_a_platform_that_cannot_open_without_following_links_refuses_clearly(
     monkeypatch, policy, root
 ):
     target = write(root / "file.txt")
-    monkeypatch.setattr("exai_mcp.files._CAN_OPEN_WITHOUT_LINKS", False)
+    monkeypatch.setattr("exai_mcp.nofollow._CAN_OPEN_WITHOUT_LINKS", False)
     assert "lacks openat with O_NOFOLLOW" in refusal(policy, target).reason
 
 
