@@ -107,6 +107,14 @@ class Settings(BaseSettings):
         description="Provider requests in flight at once across all providers (each call "
         "also needs its provider's permit).",
     )
+    client_max_inflight: int = Field(
+        8,
+        ge=1,
+        le=1000,
+        validation_alias=_env("EXAI_CLIENT_MAX_INFLIGHT"),
+        description="Calls one client (MCP session, REST X-Client-Id, or stdio) may run at once, "
+        "cache hits included (1..1000); more wait behind that client's own, not the others'.",
+    )
     session_max_pending: int = Field(
         64,
         ge=1,

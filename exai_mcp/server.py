@@ -32,6 +32,7 @@ from exai_mcp.errors import ExaiError, user_message
 from exai_mcp.files import FileAccessPolicy
 from exai_mcp.middleware.breaker import CircuitBreaker
 from exai_mcp.middleware.cache import ResultCache
+from exai_mcp.middleware.clients import ClientLimits
 from exai_mcp.middleware.deadline import Deadline
 from exai_mcp.middleware.health import HealthMonitor
 from exai_mcp.middleware.limits import TrackedLimiter
@@ -89,6 +90,7 @@ def build_services(settings: Settings, task_group: TaskGroup, store: ThreadStore
         attempt_timeouts={name: timeouts.attempt[name] for name in providers},
     )
     global_limit = TrackedLimiter("global", settings.max_inflight)
+    client_limits = ClientLimits(settings.client_max_inflight)
     catalog = ModelCatalog(
         {p.spec.name: p.default_model for p in settings.configured_providers()},
         settings.default_model,
@@ -99,6 +101,7 @@ def build_services(settings: Settings, task_group: TaskGroup, store: ThreadStore
         cache=ResultCache(max_entries=settings.cache_max_entries, ttl=settings.cache_ttl),
         flights=SingleFlight(task_group, grace=settings.cancel_grace),
         global_limit=global_limit,
+        client_limits=client_limits,
         pool=pool,
         catalog=catalog,
         files=files,
@@ -118,7 +121,7 @@ def build_services(settings: Settings, task_group: TaskGroup, store: ThreadStore
         store=store,
         pipeline=pipeline,
         health=HealthMonitor(
-            [global_limit, *pool.limits.values()],
+            [global_limit, *pool.limits.values(), client_limits],  # clients: all as one, live
             stuck_after=timeouts.server_deadline,
             interval=settings.health_interval,
         ),

@@ -42,7 +42,9 @@ async def identical_calls_answered_together(
 async def test_identical_concurrent_calls_make_one_provider_request(
     fake: FakeProvider, tmp_path: Path
 ) -> None:
-    async with in_process_client(settings_for(fake, tmp_path)) as client:
+    # one session sends all 20: let them all reach single-flight at once
+    settings = settings_for(fake, tmp_path, EXAI_CLIENT_MAX_INFLIGHT=20)
+    async with in_process_client(settings) as client:
         results = await identical_calls_answered_together(
             client, fake, {"text": "same question"}, 20
         )

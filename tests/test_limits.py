@@ -26,7 +26,9 @@ async def test_distinct_calls_never_exceed_the_provider_limit(
     fake: FakeProvider, tmp_path: Path
 ) -> None:
     fake.hold()
-    settings = settings_for(fake, tmp_path, EXAI_KIMI_MAX_INFLIGHT=4)
+    settings = settings_for(
+        fake, tmp_path, EXAI_KIMI_MAX_INFLIGHT=4, EXAI_CLIENT_MAX_INFLIGHT=100
+    )  # one session sends all 100
     results: list = []
     async with in_process_client(settings) as client:
         async with anyio.create_task_group() as tg:

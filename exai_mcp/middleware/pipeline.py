@@ -17,6 +17,7 @@ from exai_mcp.middleware.attempt import CallProvider
 from exai_mcp.middleware.breaker import CheckBreaker
 from exai_mcp.middleware.cache import KeepInCache, ResultCache, ServeFromCache
 from exai_mcp.middleware.call import Answer, Call, Layer, Next, Plan
+from exai_mcp.middleware.clients import ClientLimit, ClientLimits
 from exai_mcp.middleware.deadline import Deadline, EnforceDeadline, ProviderBudget
 from exai_mcp.middleware.limits import GlobalLimit, ProviderLimit, TrackedLimiter
 from exai_mcp.middleware.metrics import CallStats, CountCalls
@@ -51,6 +52,7 @@ class Pipeline:
         cache: ResultCache[Answer],
         flights: SingleFlight[Answer],
         global_limit: TrackedLimiter,
+        client_limits: ClientLimits,
         pool: ProviderPool,
         catalog: ModelCatalog,
         files: FileAccessPolicy,
@@ -63,12 +65,14 @@ class Pipeline:
         self.cache = cache
         self.flights = flights
         self.global_limit = global_limit
+        self.client_limits = client_limits
         self.calls = CallStats()
         self.layers: list[Layer] = [
             ReportProgress(progress_interval),  # this caller's progress, if it asked
             EnforceDeadline(),  # this caller's deadline, from its arrival
             CountCalls(self.calls),  # outcome and latency, whatever happens below
             RunTool(),  # plan the call; finish it for this caller (its own thread)
+            ClientLimit(client_limits),  # a busy client queues behind itself; then the cache
             ServeFromCache(cache),  # an answer already known costs nothing
             ShareIdenticalCalls(flights),  # one execution for identical calls; shared below
             KeepInCache(cache),  # kept even if every caller left meanwhile

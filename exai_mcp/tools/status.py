@@ -69,6 +69,10 @@ class StatusOutput(ToolOutput):
     version: str
     inflight: int = Field(description="Shared executions running now.")
     limits: dict[str, LimitState]
+    clients: dict[str, LimitState] = Field(
+        description="Per-client limits of the clients with calls in flight or waiting, by client "
+        "id (MCP session, REST X-Client-Id, or stdio); idle clients are not listed."
+    )
     cache: dict[str, Any]
     providers: dict[str, dict[str, Any]]
     timeouts: dict[str, Any]
@@ -97,6 +101,10 @@ async def status(_args: StatusInput, services: Services) -> StatusOutput:
             lim.name: LimitState(**lim.stats(), holders=[h.describe() for h in lim.holders()])
             for lim in limiters
         },
+        clients={
+            client: LimitState(**lim.stats(), holders=[h.describe() for h in lim.holders()])
+            for client, lim in services.pipeline.client_limits.clients().items()
+        },
         cache=services.pipeline.cache.stats(),
         providers=providers,
         timeouts=services.timeouts.as_dict(),
@@ -111,7 +119,8 @@ TOOL = ToolSpec(
     title="Server status",
     description=(
         "Health of this exai-mcp server: calls in flight, concurrency limits and who holds "
-        "them, cache, provider breakers and error counts, timeouts, latency. Free; no model call."
+        "them (also per client), cache, provider breakers and error counts, timeouts, latency. "
+        "Free; no model call."
     ),
     input_model=StatusInput,
     output_model=StatusOutput,
