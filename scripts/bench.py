@@ -23,8 +23,8 @@ the `mcp` SDK's stdio client, started once, warmed up, then timed:
     calls; with the result cache full, the second thousand must add under 5 %. Also shown
     against the bare server's resident memory at rest.
 
-exai-mcp runs with EXAI_MAX_INFLIGHT and EXAI_KIMI_MAX_INFLIGHT raised to 64: the defaults
-(8 and 6) would queue (a)'s 50 calls in waves of 6, which is the limit doing its job, not speed.
+exai-mcp runs with EXAI_MAX_INFLIGHT, EXAI_CLIENT_MAX_INFLIGHT and EXAI_KIMI_MAX_INFLIGHT raised
+to 64: the defaults (8, 8 and 6) would queue (a)'s 50 calls in waves of 6, which is the limit doing its job, not speed.
 """
 
 from __future__ import annotations
@@ -53,7 +53,9 @@ SCRIPTS = Path(__file__).resolve().parent
 TOTAL_TIMEOUT = 150.0  # seconds: the whole run, whatever happens
 CALL_TIMEOUT = 60.0  # seconds: one tool call (the blocking baseline's last call waits ~10 s)
 KIMI = "kimi-k2"
-LIMIT = 64  # EXAI_MAX_INFLIGHT and EXAI_KIMI_MAX_INFLIGHT for the benchmark
+LIMIT = (
+    64  # EXAI_MAX_INFLIGHT, EXAI_CLIENT_MAX_INFLIGHT and EXAI_KIMI_MAX_INFLIGHT for the benchmark
+)
 
 A_CALLS, A_LATENCY, A_REPS, A_TARGET = 50, 0.2, 5, 0.5
 B_CALLS, B_LATENCY, B_REPS, B_TARGET = 20, 0.2, 3, 1
@@ -63,8 +65,8 @@ E_CALLS, E_BURST, E_TARGET = 2000, 50, 0.05  # distinct calls; at once; RSS grow
 
 
 SETTINGS_NOTE = (
-    f"exai-mcp runs with EXAI_MAX_INFLIGHT={LIMIT} and EXAI_KIMI_MAX_INFLIGHT={LIMIT}: the "
-    "defaults (8, 6) would run (a) in waves of 6.",
+    f"exai-mcp runs with EXAI_MAX_INFLIGHT, EXAI_CLIENT_MAX_INFLIGHT and EXAI_KIMI_MAX_INFLIGHT={LIMIT}: the "
+    "defaults (8, 8, 6) would run (a) in waves of 6.",
     "(a), (b), (d) and c2: result cache on (the default). (c): a second server with "
     "EXAI_RESULT_CACHE_TTL_SECS=0, so every call runs the whole pipeline and the provider call.",
     "(c): calls/s = 1 / median time of one call, calls made one after another on one session.",
@@ -98,6 +100,7 @@ def exai_params(fake: FakeProvider, tmp: Path, *, cache: bool) -> StdioServerPar
         "EXAI_ALLOWED_ROOTS": str(tmp),
         "EXAI_LOG_LEVEL": "WARNING",
         "EXAI_MAX_INFLIGHT": str(LIMIT),
+        "EXAI_CLIENT_MAX_INFLIGHT": str(LIMIT),
         "EXAI_KIMI_MAX_INFLIGHT": str(LIMIT),
     }
     if not cache:

@@ -35,9 +35,10 @@ CHUNK_DELAY = 0.05  # seconds between streamed chunks in steps 2-3, so progress 
 CONCURRENT = 20
 DEMO_TIMEOUT = 60.0  # seconds for the whole demo, whatever happens
 CALL_TIMEOUT = 30.0  # seconds for one tool call
-# The defaults (EXAI_MAX_INFLIGHT 8, EXAI_KIMI_MAX_INFLIGHT 6) would run step 6 in waves.
+# The defaults (8 global, 8 per client, 6 for Kimi) would run step 6 in waves.
 RAISED_LIMITS = {
     "EXAI_MAX_INFLIGHT": str(CONCURRENT),
+    "EXAI_CLIENT_MAX_INFLIGHT": str(CONCURRENT),
     "EXAI_KIMI_MAX_INFLIGHT": str(CONCURRENT),
 }
 KIMI_MODEL, GLM_MODEL = "kimi-k2", "glm-4.6"
@@ -212,7 +213,7 @@ async def demo(errlog: TextIO, tmp: Path) -> None:
             heading(6, f"{CONCURRENT} different calls at once, {ms(LATENCY)} provider latency")
             say(
                 "this demo raised "
-                + " and ".join(
+                + ", ".join(
                     f"{name} to {value} (default {default_limit(name)})"
                     for name, value in RAISED_LIMITS.items()
                 )
