@@ -121,7 +121,7 @@ def build_services(settings: Settings, task_group: TaskGroup, store: ThreadStore
         store=store,
         pipeline=pipeline,
         health=HealthMonitor(
-            [global_limit, *pool.limits.values(), client_limits],  # clients: all as one, live
+            lambda: [global_limit, *pool.limits.values(), *client_limits.clients().values()],
             stuck_after=timeouts.server_deadline,
             interval=settings.health_interval,
         ),

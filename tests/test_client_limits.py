@@ -121,7 +121,7 @@ async def test_the_limiters_of_idle_clients_are_dropped(fake: FakeProvider, tmp_
             fake.release()
         assert clients.clients() == {}  # no holder, no waiter: forgotten
         await ask(services, "late", "q")()  # a cache hit also takes (and gives back) a permit
-        assert clients.clients() == {} and clients.in_use() == 0
+        assert clients.clients() == {}
 
 
 async def test_a_cancelled_waiter_leaks_nothing(fake: FakeProvider, tmp_path: Path) -> None:
@@ -216,7 +216,9 @@ async def test_the_health_monitor_sees_a_stuck_holder_of_a_client_that_came_late
 ) -> None:
     limits = ClientLimits(per_client=2)
     now = [0.0]
-    monitor = HealthMonitor([limits], stuck_after=30, interval=60, clock=lambda: now[0])
+    monitor = HealthMonitor(
+        lambda: limits.clients().values(), stuck_after=30, interval=60, clock=lambda: now[0]
+    )
     assert monitor.check() == []  # built before any client arrived
     gate = anyio.Event()
 
@@ -229,7 +231,7 @@ async def test_the_health_monitor_sees_a_stuck_holder_of_a_client_that_came_late
         await anyio.lowlevel.checkpoint()
         now[0] = 1e9  # far past the deadline, without waiting for it
         problems = monitor.check()
-        assert limits.in_use() == 1  # reported, not released
+        assert limits.clients()["late"].in_use() == 1  # reported, not released
         gate.set()
     assert len(problems) == 1 and "req-9" in problems[0]
     assert monitor.check() == [] and limits.clients() == {}

@@ -22,16 +22,11 @@ from exai_mcp.middleware.limits import Holder, TrackedLimiter
 
 
 class ClientLimits:
-    """One `TrackedLimiter` per client with a call in flight or waiting.
+    """One `TrackedLimiter` per client with a call in flight or waiting."""
 
-    It also answers the health monitor's questions (`name`, `holders`, `in_use`, `borrowers`)
-    for all clients at once, so the monitor, built once, sees clients that arrive later.
-    """
-
-    __slots__ = ("_limiters", "_users", "name", "per_client")
+    __slots__ = ("_limiters", "_users", "per_client")
 
     def __init__(self, per_client: int) -> None:
-        self.name = "clients"
         self.per_client = per_client
         self._limiters: dict[str, TrackedLimiter] = {}
         self._users: dict[str, int] = {}
@@ -57,17 +52,6 @@ class ClientLimits:
     def clients(self) -> dict[str, TrackedLimiter]:
         """The limiters of the clients with a call in flight or waiting, by client id."""
         return dict(self._limiters)
-
-    def holders(self) -> list[Holder]:
-        return sorted(
-            (h for lim in self._limiters.values() for h in lim.holders()), key=lambda h: h.since
-        )
-
-    def in_use(self) -> int:
-        return sum(lim.in_use() for lim in self._limiters.values())
-
-    def borrowers(self) -> int:
-        return sum(lim.borrowers() for lim in self._limiters.values())
 
     def waiting(self) -> int:
         return sum(lim.waiting() for lim in self._limiters.values())

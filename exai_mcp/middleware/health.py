@@ -1,6 +1,6 @@
 """A background check that every permit has a live holder and no holder is stuck.
 
-    monitor = HealthMonitor(limiters, stuck_after=server_deadline, interval=30)
+    monitor = HealthMonitor(current_limiters, stuck_after=server_deadline, interval=30)
     task_group.start_soon(monitor.run)
 
 Each round compares, for every limiter, the permits in use with the holders it knows; a holder
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import anyio
 
@@ -23,18 +23,23 @@ log = logging.getLogger("exai_mcp.health")
 
 
 class HealthMonitor:
-    __slots__ = ("_clock", "_last", "interval", "limiters", "stuck_after")
+    __slots__ = ("_clock", "_last", "_limiters", "interval", "stuck_after")
 
     def __init__(
         self,
-        limiters: Sequence[TrackedLimiter],
+        limiters: Sequence[TrackedLimiter] | Callable[[], Iterable[TrackedLimiter]],
         *,
         stuck_after: float,
         interval: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._clock = clock
-        self.limiters = list(limiters)
+        # A callable is asked each round: limiters come and go (one per busy client).
+        if callable(limiters):
+            self._limiters = limiters
+        else:
+            fixed = tuple(limiters)
+            self._limiters = lambda: fixed
         self.stuck_after = stuck_after
         self.interval = interval
         self._last: frozenset[str] = frozenset()
@@ -42,7 +47,7 @@ class HealthMonitor:
     def problems(self) -> dict[str, str]:
         """What is wrong now, keyed by what it is about (so a growing age is no new problem)."""
         found: dict[str, str] = {}
-        for limiter in self.limiters:
+        for limiter in self._limiters():
             holders = limiter.holders()
             if limiter.in_use() != len(holders) or limiter.borrowers() != len(holders):
                 found[f"{limiter.name}:count"] = (
