@@ -224,14 +224,20 @@ class Guard:
         )
 
 
+DRAIN_CAP = 64 << 20  # bytes of an over-size body read and dropped, so the client sees the 413
+DRAIN_TIME = 5.0
+
+
 class BodyTooLarge(Exception):
     pass
 
 
 async def read_body(receive: Receive, headers: Headers, limit: int) -> bytes:
-    """The request body, refused (BodyTooLarge) as soon as it is known to exceed `limit`."""
+    """The request body; BodyTooLarge as soon as it is known to exceed `limit` (by its
+    Content-Length, or by counting), never holding more than `limit` bytes of it."""
     declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
+        await _drop_rest(receive)
         raise BodyTooLarge
     chunks: list[bytes] = []
     size = 0
@@ -241,11 +247,26 @@ async def read_body(receive: Receive, headers: Headers, limit: int) -> bytes:
             raise anyio.get_cancelled_exc_class()()
         chunk = message.get("body", b"")
         size += len(chunk)
+        more = message.get("more_body", False)
         if size > limit:
+            if more:
+                await _drop_rest(receive)
             raise BodyTooLarge
         chunks.append(chunk)
-        if not message.get("more_body", False):
+        if not more:
             return b"".join(chunks)
+
+
+async def _drop_rest(receive: Receive) -> None:
+    """Read and drop what is left of a refused body (bounded in bytes and time): a client
+    still writing when the connection closes sees a reset instead of the 413."""
+    dropped = 0
+    with anyio.move_on_after(DRAIN_TIME):
+        while dropped <= DRAIN_CAP:
+            message = await receive()
+            dropped += len(message.get("body", b""))
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                return
 
 
 def is_json(content_type: str) -> bool:
