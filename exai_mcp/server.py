@@ -255,10 +255,12 @@ def _failed(exc: BaseException) -> Outcome:
 
 
 def mcp_client_id(ctx: ServerRequestContext[Services]) -> str:
-    """The MCP session id over HTTP; "stdio" for the one session on stdin/stdout."""
+    """Who sent an MCP call: "stdio" for the one session on stdin/stdout; over HTTP the MCP
+    session id, else (the sessionless 2026 protocol) the X-Client-Id header, else "mcp-http"."""
     headers = getattr(ctx.request, "headers", None)
-    session_id = headers.get("mcp-session-id") if headers is not None else None
-    return session_id or "stdio"
+    if headers is None:
+        return "stdio"
+    return headers.get("mcp-session-id") or headers.get("x-client-id") or "mcp-http"
 
 
 def build_server(settings: Settings, store: ThreadStore | None = None) -> Server[Services]:

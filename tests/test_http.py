@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -455,10 +456,10 @@ def test_a_non_loopback_bind_without_a_token_refuses_to_start(tmp_path: Path):
 # ----------------------------------------------------------------------------- shutdown
 
 
-async def test_sigterm_lets_a_call_in_flight_finish_then_exits_0(
+async def test_sigterm_lets_calls_in_flight_finish_refuses_new_ones_then_exits_0(
     fake: FakeProvider, tmp_path: Path
 ):
-    fake.latency = 1.0
+    fake.latency = 1.5
     process = await anyio.open_process(
         [sys.executable, "-m", "exai_mcp", "serve", "--http", "--port", "0"],
         env=_server_env(fake, tmp_path),
@@ -487,15 +488,30 @@ async def test_sigterm_lets_a_call_in_flight_finish_then_exits_0(
             tg.start_soon(read_stderr)
             with anyio.fail_after(20):
                 await listening.wait()
-            async with httpx2.AsyncClient(base_url=url, timeout=15) as http:
-                reply: dict[str, Any] = {}
+            reply: dict[str, Any] = {}
+            async with (
+                httpx2.AsyncClient(base_url=url, timeout=15) as http,
+                Client(f"{url}/mcp") as client,
+            ):
 
-                async def call() -> None:
-                    reply["r"] = await http.post("/api/v1/execute", json=call_body("slow"))
+                async def over_rest() -> None:
+                    reply["rest"] = await http.post("/api/v1/execute", json=call_body("slow"))
 
-                tg.start_soon(call)
-                await fake.wait_for_active(1, timeout=10)
+                async def over_mcp() -> None:
+                    reply["mcp"] = await client.call_tool("analyze", {"text": "slow too"})
+
+                tg.start_soon(over_rest)
+                tg.start_soon(over_mcp)
+                await fake.wait_for_active(2, timeout=10)
                 process.send_signal(signal.SIGTERM)
+                await anyio.sleep(0.3)  # uvicorn notices the signal within 0.1 s
+                try:
+                    late = await httpx2.AsyncClient(base_url=url, timeout=5).post(
+                        "/api/v1/execute", json=call_body("late")
+                    )
+                    reply["late"] = late.status_code
+                except httpx2.TransportError:  # no longer accepting connections
+                    reply["late"] = "refused"
                 with anyio.fail_after(20):
                     code = await process.wait()
     finally:
@@ -503,7 +519,29 @@ async def test_sigterm_lets_a_call_in_flight_finish_then_exits_0(
             process.kill()
             with anyio.move_on_after(5):
                 await process.wait()
-    assert reply["r"].status_code == 200, reply["r"].text
-    assert reply["r"].json()["isError"] is False
+    assert reply["rest"].status_code == 200, reply["rest"].text
+    assert reply["rest"].json()["isError"] is False
+    assert not reply["mcp"].is_error
+    assert reply["late"] in (503, "refused")
     assert code == 0, "\n".join(stderr)
+    assert fake.chat_count == 2
     assert fake.disconnects == 0
+
+
+async def test_each_call_names_its_client_to_the_pipeline(
+    fake: FakeProvider, tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    caplog.set_level("INFO", logger="exai_mcp")
+    async with http_server(settings_for(fake, tmp_path)) as srv:
+        async with srv.rest() as http:
+            await http.post("/api/v1/execute", json=call_body("anonymous"))
+            await http.post(
+                "/api/v1/execute", json=call_body("named"), headers={"X-Client-Id": "ci-bot"}
+            )
+        async with Client(f"{srv.url}/mcp", mode="legacy") as client:
+            await client.call_tool("analyze", {"text": "in a session"})
+    done = [r.getMessage() for r in caplog.records if " done in " in r.getMessage()]
+    assert any(" from rest " in m for m in done)
+    assert any(" from ci-bot " in m for m in done)
+    over_mcp = [m for m in done if " from rest " not in m and " from ci-bot " not in m]
+    assert len(over_mcp) == 1 and re.search(r" from [0-9a-f]{32} ", over_mcp[0]), done

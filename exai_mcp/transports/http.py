@@ -44,6 +44,7 @@ import anyio
 import uvicorn
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp_types import CallToolResult
+from sse_starlette.sse import AppStatus
 from starlette.datastructures import Headers
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -146,6 +147,7 @@ class HttpState:
     draining: bool = False
     started: float = field(default_factory=time.monotonic)
     calls_in_flight: int = 0
+    """POST requests being served: REST calls and MCP requests (a tools/call until answered)."""
 
 
 class HostCheck:
@@ -176,7 +178,7 @@ def _hostname(url: str) -> str | None:
 
 
 class Guard:
-    """Around the whole app: Host/Origin check, bearer token, no new calls while draining."""
+    """Around the whole app: Host/Origin check, bearer token; counts the calls in flight."""
 
     def __init__(self, app: ASGIApp, state: HttpState, host: str) -> None:
         self.app = app
@@ -206,15 +208,14 @@ class Guard:
                 {"WWW-Authenticate": "Bearer"},
             )
             return
-        if self.state.draining and scope["method"] == "POST":
-            await send_json(
-                send,
-                503,
-                error_json("the server is shutting down; retry against a running server"),
-                {"Connection": "close"},
-            )
+        if scope["method"] != "POST":
+            await self.app(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        self.state.calls_in_flight += 1  # REST calls and MCP requests (a tools/call lasts)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.state.calls_in_flight -= 1
 
     def _authorized(self, headers: Headers) -> bool:
         assert self._token is not None
@@ -226,6 +227,22 @@ class Guard:
 
 DRAIN_CAP = 64 << 20  # bytes of an over-size body read and dropped, so the client sees the 413
 DRAIN_TIME = 5.0
+
+
+SHUTTING_DOWN = "the server is shutting down; retry the call against a running server"
+
+
+class RefuseCallsWhileDraining:
+    """MCP middleware (`Server.middleware`): a tools/call arriving after the signal gets an
+    error result at once; the session's other requests (tools/list, cancel) still work."""
+
+    def __init__(self, state: HttpState) -> None:
+        self.state = state
+
+    async def __call__(self, ctx: Any, call_next: Any) -> Any:
+        if self.state.draining and ctx.method == "tools/call" and ctx.request_id is not None:
+            return error_result(SHUTTING_DOWN)
+        return await call_next(ctx)
 
 
 class BodyTooLarge(Exception):
@@ -312,7 +329,8 @@ class Execute:
         tool, arguments = call
         services = self.state.services
         if services is None or self.state.draining:
-            await send_json(send, 503, error_json("the server is not ready; retry shortly"))
+            message = SHUTTING_DOWN if self.state.draining else "the server is starting; retry"
+            await send_json(send, 503, error_json(message), {"Retry-After": "1"})
             return
         deadline = Deadline.after(services.timeouts.server_deadline)
         client = headers.get("x-client-id") or DEFAULT_REST_CLIENT
@@ -342,23 +360,19 @@ class Execute:
                 }
             )
         outcome = None
-        self.state.calls_in_flight += 1
-        try:
-            async with anyio.create_task_group() as tg:
-                # A caller that disconnects is a cancelled caller.
-                tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope, request_id)
-                outcome = await dispatch(
-                    services,
-                    tool,
-                    arguments,
-                    client=client,
-                    request_id=request_id,
-                    send_progress=send_progress if streaming else None,
-                    deadline=deadline,
-                )
-                tg.cancel_scope.cancel()
-        finally:
-            self.state.calls_in_flight -= 1
+        async with anyio.create_task_group() as tg:
+            # A caller that disconnects is a cancelled caller.
+            tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope, request_id)
+            outcome = await dispatch(
+                services,
+                tool,
+                arguments,
+                client=client,
+                request_id=request_id,
+                send_progress=send_progress if streaming else None,
+                deadline=deadline,
+            )
+            tg.cancel_scope.cancel()
         if outcome is None:  # the caller left; nobody to answer
             return
         status = status_for(outcome.failure)
@@ -492,6 +506,7 @@ def build_app(
                 state.services = None
 
     server.lifespan = lifespan
+    server.middleware.append(RefuseCallsWhileDraining(state))
     routes = [
         Route("/api/v1/execute", Execute(state), methods=["POST"]),
         Route("/api/v1/tools", ToolList(), methods=["GET"]),
@@ -539,6 +554,26 @@ class _Uvicorn(uvicorn.Server):
             self.force_exit = True  # a second Ctrl-C: stop now
         self.should_exit = True
 
+    async def shutdown(self, sockets: Any = None) -> None:
+        # Calls in flight finish first (new ones get 503 meanwhile), within the grace; then the
+        # SSE streams still open (idle MCP sessions) end, and uvicorn closes the rest.
+        self.state.draining = True
+        grace = self.state.settings.shutdown_grace
+        with anyio.move_on_after(grace) as waited:
+            while True:
+                if not self.state.calls_in_flight:
+                    break
+                await anyio.sleep(0.05)
+        if waited.cancelled_caught:
+            log.warning(
+                "shutting down: %d calls still running after %g s are cancelled",
+                self.state.calls_in_flight,
+                grace,
+            )
+        AppStatus.should_exit = True
+        self.config.timeout_graceful_shutdown = 1.0 if waited.cancelled_caught else grace
+        await super().shutdown(sockets)
+
     async def startup(self, sockets: Any = None) -> None:
         await super().startup(sockets)
         for server in self.servers:
@@ -562,6 +597,9 @@ async def serve_http(
     if problem is not None:
         raise ConfigError(problem)
     app, state = build_app(settings, store, host)
+    # sse-starlette would end every SSE stream at the signal, MCP calls in flight included;
+    # _Uvicorn.shutdown ends them once those calls are answered.
+    AppStatus.disable_automatic_graceful_drain()
     config = uvicorn.Config(
         app,
         host=host,
