@@ -107,9 +107,10 @@ def main(argv: list[str] | None = None) -> None:
     settings = load_or_exit()
     configure_logging(
         settings.log_level,
-        secrets=(
-            p.api_key.get_secret_value() for p in settings.configured_providers() if p.api_key
-        ),
+        secrets=[
+            *(p.api_key.get_secret_value() for p in settings.configured_providers() if p.api_key),
+            *([settings.http_token.get_secret_value()] if settings.http_token else []),
+        ],
     )
     log = logging.getLogger("exai_mcp")
     timeouts = settings.timeouts()

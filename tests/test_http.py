@@ -163,7 +163,11 @@ async def test_bad_requests_are_4xx_json_errors_and_the_server_stays_healthy(
                 url, json={"tool": "analyze", "arguments": {"text": "t", "temperature": "hot"}}
             ),
         }
+        no_route = await http.get("/api/v1/nothing")
+        wrong_method = await http.get(url)
         health = await http.get("/health")
+    assert no_route.status_code == 404 and no_route.json()["isError"] is True
+    assert wrong_method.status_code == 405 and wrong_method.json()["isError"] is True
     expected = {
         "20 MB": 413,
         "malformed": 400,
@@ -545,3 +549,16 @@ async def test_each_call_names_its_client_to_the_pipeline(
     assert any(" from ci-bot " in m for m in done)
     over_mcp = [m for m in done if " from rest " not in m and " from ci-bot " not in m]
     assert len(over_mcp) == 1 and re.search(r" from [0-9a-f]{32} ", over_mcp[0]), done
+
+
+async def test_health_is_503_once_no_provider_can_serve(fake: FakeProvider, tmp_path: Path):
+    fake.enqueue(Reply(status=401), Reply(status=401))  # both keys rejected: both paused
+    async with http_server(settings_for(fake, tmp_path)) as srv, srv.rest() as http:
+        before = await http.get("/health")
+        rejected = await http.post("/api/v1/execute", json=call_body("any"))
+        after = await http.get("/health")
+    assert before.status_code == 200
+    assert rejected.status_code == 502 and rejected.json()["isError"] is True
+    assert after.status_code == 503 and after.json()["status"] == "no provider available"
+    assert {p["breaker"]["state"] for p in after.json()["providers"].values()} == {"open"}
+    assert fake.chat_count == 2

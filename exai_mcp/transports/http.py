@@ -46,6 +46,9 @@ from mcp.server.transport_security import TransportSecuritySettings
 from mcp_types import CallToolResult
 from sse_starlette.sse import AppStatus
 from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -249,9 +252,9 @@ class BodyTooLarge(Exception):
     pass
 
 
-async def read_body(receive: Receive, headers: Headers, limit: int) -> bytes:
-    """The request body; BodyTooLarge as soon as it is known to exceed `limit` (by its
-    Content-Length, or by counting), never holding more than `limit` bytes of it."""
+async def read_body(receive: Receive, headers: Headers, limit: int) -> bytes | None:
+    """The request body (None if the client left); BodyTooLarge as soon as it is known to
+    exceed `limit` (by its Content-Length, or by counting), never holding more of it."""
     declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         await _drop_rest(receive)
@@ -261,7 +264,7 @@ async def read_body(receive: Receive, headers: Headers, limit: int) -> bytes:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise anyio.get_cancelled_exc_class()()
+            return None
         chunk = message.get("body", b"")
         size += len(chunk)
         more = message.get("more_body", False)
@@ -321,6 +324,8 @@ class Execute:
                 ),
                 {"Connection": "close"},
             )
+            return
+        if body is None:  # the client left before sending its call
             return
         call = parse_call(body)
         if isinstance(call, str):
@@ -518,7 +523,19 @@ def build_app(
         max_request_body_size=settings.http_max_body_bytes,
         custom_starlette_routes=routes,
     )
+    app.add_exception_handler(HTTPException, _http_error)
     return Guard(app, state, host), state
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404/405 (no such route, wrong method) as JSON like every other error."""
+    assert isinstance(exc, HTTPException)
+    routes = "POST /api/v1/execute, GET /api/v1/tools, GET /health, /mcp"
+    return JSONResponse(
+        error_json(f"{request.method} {request.url.path}: {exc.detail}; this server has {routes}"),
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
 
 
 class _Uvicorn(uvicorn.Server):
