@@ -145,6 +145,9 @@ def serve_http_or_exit(settings: Settings, *, host: str | None, port: int | None
     try:
         with contextlib.suppress(KeyboardInterrupt):
             anyio.run(lambda: serve_http(settings, store, host=host, port=port))
+    except ConfigError as exc:
+        print(f"exai-mcp: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
     finally:
         store.close()
 

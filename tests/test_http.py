@@ -562,3 +562,28 @@ async def test_health_is_503_once_no_provider_can_serve(fake: FakeProvider, tmp_
     assert after.status_code == 503 and after.json()["status"] == "no provider available"
     assert {p["breaker"]["state"] for p in after.json()["providers"].values()} == {"open"}
     assert fake.chat_count == 2
+
+
+def test_a_port_in_use_is_one_line_and_exit_2(tmp_path: Path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": os.environ.get("HOME", ""),
+            "EXAI_STATE_DB": str(tmp_path / "s.db"),
+            "EXAI_ENV_FILE": _empty_env_file(tmp_path),
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "exai_mcp", "serve", "--http", "--port", str(port)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    assert done.returncode == 2, done.stderr
+    assert f"could not listen on 127.0.0.1:{port}" in done.stderr

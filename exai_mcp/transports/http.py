@@ -228,10 +228,6 @@ class Guard:
         )
 
 
-DRAIN_CAP = 64 << 20  # bytes of an over-size body read and dropped, so the client sees the 413
-DRAIN_TIME = 5.0
-
-
 SHUTTING_DOWN = "the server is shutting down; retry the call against a running server"
 
 
@@ -246,6 +242,10 @@ class RefuseCallsWhileDraining:
         if self.state.draining and ctx.method == "tools/call" and ctx.request_id is not None:
             return error_result(SHUTTING_DOWN)
         return await call_next(ctx)
+
+
+DRAIN_CAP = 64 << 20  # bytes of an over-size body read and dropped, so the client sees the 413
+DRAIN_TIME = 5.0
 
 
 class BodyTooLarge(Exception):
@@ -578,7 +578,7 @@ class _Uvicorn(uvicorn.Server):
         grace = self.state.settings.shutdown_grace
         with anyio.move_on_after(grace) as waited:
             while True:
-                if not self.state.calls_in_flight:
+                if not self.state.calls_in_flight or self.force_exit:
                     break
                 await anyio.sleep(0.05)
         if waited.cancelled_caught:
@@ -626,7 +626,16 @@ async def serve_http(
         lifespan="on",
         timeout_graceful_shutdown=settings.shutdown_grace,
     )
-    await _Uvicorn(config, state).serve()
+    server = _Uvicorn(config, state)
+    try:
+        await server.serve()
+    except SystemExit:  # uvicorn's way to fail start-up (address in use, ...): logged already
+        server.started = False
+    if not server.started:
+        raise ConfigError(
+            f"could not listen on {host}:{port} (see the error above); choose another "
+            "EXAI_HTTP_PORT / --port, or stop the process using it"
+        )
 
 
 __all__ = ["build_app", "is_loopback", "refuse_to_serve", "serve_http", "status_for"]
