@@ -43,7 +43,19 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"exai-mcp {__version__}")
     sub = p.add_subparsers(dest="command")
-    sub.add_parser("serve", help="serve MCP on stdio (the default)")
+    serve = sub.add_parser("serve", help="serve MCP on stdio (the default), or on HTTP")
+    serve.add_argument(
+        "--http",
+        action="store_true",
+        help="serve MCP streamable HTTP at /mcp plus a REST API (/api/v1/execute, "
+        "/api/v1/tools, /health) to every client from one process",
+    )
+    serve.add_argument(
+        "--host", help="address to bind with --http (default EXAI_HTTP_HOST, 127.0.0.1)"
+    )
+    serve.add_argument(
+        "--port", type=int, help="port to bind with --http (default EXAI_HTTP_PORT, 8079; 0: any)"
+    )
     doctor = sub.add_parser(
         "doctor",
         help="check the configuration and the providers, and print client set-up snippets",
@@ -95,21 +107,47 @@ def main(argv: list[str] | None = None) -> None:
     settings = load_or_exit()
     configure_logging(
         settings.log_level,
-        secrets=(
-            p.api_key.get_secret_value() for p in settings.configured_providers() if p.api_key
-        ),
+        secrets=[
+            *(p.api_key.get_secret_value() for p in settings.configured_providers() if p.api_key),
+            *([settings.http_token.get_secret_value()] if settings.http_token else []),
+        ],
     )
     log = logging.getLogger("exai_mcp")
     timeouts = settings.timeouts()
     for warning in [*settings.warnings(), *timeouts.warnings()]:
         log.warning("%s", warning)
     log.info("%s", timeouts.describe())
+    if getattr(args, "http", False):
+        serve_http_or_exit(settings, host=args.host, port=args.port)
+        return
+    if getattr(args, "host", None) is not None or getattr(args, "port", None) is not None:
+        print("exai-mcp: --host and --port need --http", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG)
     store = open_store_or_exit(settings)
     from exai_mcp.transports.stdio import serve_stdio
 
     try:
         with contextlib.suppress(KeyboardInterrupt):
             anyio.run(serve_stdio, settings, store)
+    finally:
+        store.close()
+
+
+def serve_http_or_exit(settings: Settings, *, host: str | None, port: int | None) -> None:
+    """`serve --http`: refuse an unsafe bind (exit 2) before the store is even opened."""
+    from exai_mcp.transports.http import refuse_to_serve, serve_http
+
+    problem = refuse_to_serve(settings, settings.http_host if host is None else host)
+    if problem is not None:
+        print(f"exai-mcp: {problem}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG)
+    store = open_store_or_exit(settings)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            anyio.run(lambda: serve_http(settings, store, host=host, port=port))
+    except ConfigError as exc:
+        print(f"exai-mcp: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
     finally:
         store.close()
 

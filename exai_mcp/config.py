@@ -144,6 +144,29 @@ class Settings(BaseSettings):
     thread_ttl_hours: float = Field(24, gt=0, validation_alias=_env("EXAI_THREAD_TTL_HOURS"))
     max_thread_turns: int = Field(50, ge=2, validation_alias=_env("EXAI_MAX_THREAD_TURNS"))
 
+    # `exai-mcp serve --http`: one process and one pipeline for every HTTP client.
+    http_host: str = Field(
+        "127.0.0.1",
+        validation_alias=_env("EXAI_HTTP_HOST"),
+        description="Address `serve --http` binds. Anything but loopback needs EXAI_HTTP_TOKEN.",
+    )
+    http_port: int = Field(8079, ge=0, le=65535, validation_alias=_env("EXAI_HTTP_PORT"))
+    http_token: SecretStr | None = Field(
+        None,
+        validation_alias=_env("EXAI_HTTP_TOKEN"),
+        description="Bearer token every HTTP endpoint but /health requires when set.",
+    )
+    http_max_body_bytes: int = Field(
+        8 << 20, ge=1024, validation_alias=_env("EXAI_HTTP_MAX_BODY_BYTES")
+    )
+    shutdown_grace: float = Field(
+        30,
+        ge=0,
+        validation_alias=_env("EXAI_SHUTDOWN_GRACE_SECS"),
+        description="On SIGTERM/SIGINT, seconds calls in flight get to finish before they "
+        "are cancelled.",
+    )
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
@@ -28,7 +30,7 @@ from pydantic import ValidationError
 
 from exai_mcp import __version__
 from exai_mcp.config import Settings
-from exai_mcp.errors import ExaiError, user_message
+from exai_mcp.errors import ExaiError, InputError, user_message
 from exai_mcp.files import FileAccessPolicy
 from exai_mcp.middleware.breaker import CircuitBreaker
 from exai_mcp.middleware.cache import ResultCache
@@ -38,6 +40,7 @@ from exai_mcp.middleware.health import HealthMonitor
 from exai_mcp.middleware.limits import TrackedLimiter
 from exai_mcp.middleware.pipeline import Pipeline
 from exai_mcp.middleware.pool import ProviderPool
+from exai_mcp.middleware.progress import SendProgress
 from exai_mcp.middleware.retry import RetryPolicy
 from exai_mcp.middleware.singleflight import SingleFlight
 from exai_mcp.providers.catalog import ModelCatalog
@@ -163,6 +166,106 @@ def error_result(message: str) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
 
 
+class UnknownTool(InputError):
+    """A call named a tool this server does not have (REST answers 404)."""
+
+    kind = "unknown_tool"
+
+
+class InvalidArguments(InputError):
+    """A call's arguments failed the tool's input model (REST answers 422)."""
+
+    kind = "invalid_arguments"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one call came to: the result every transport sends, and the failure behind it.
+
+    `failure` is None for an answer; otherwise the exception whose `user_message` is the
+    result's text, so a transport with status codes (REST) can choose one from its class.
+    """
+
+    result: CallToolResult
+    failure: BaseException | None = None
+
+
+TOOL_INDEX: dict[str, ToolSpec] = {spec.name: spec for spec in TOOLS}
+
+
+async def dispatch(
+    services: Services,
+    name: str,
+    arguments: dict[str, Any] | None,
+    *,
+    client: str,
+    request_id: str,
+    send_progress: SendProgress | None = None,
+    deadline: Deadline | None = None,
+) -> Outcome:
+    """One tools/call, whichever transport carried it: validation, the tool, the pipeline.
+
+    Never raises for anything a client sends or a provider does; cancellation propagates.
+    `deadline` is counted from the request's arrival (default: now).
+    """
+    deadline = deadline or Deadline.after(services.timeouts.server_deadline)
+    spec = TOOL_INDEX.get(name)
+    if spec is None:
+        return _failed(UnknownTool(f"unknown tool {name!r}; available: {', '.join(TOOL_INDEX)}"))
+    try:
+        args = spec.input_model.model_validate(arguments or {})
+    except ValidationError as exc:
+        return _failed(InvalidArguments(describe_validation_error(spec.name, exc)))
+    try:
+        if spec.direct is not None:
+            output = await spec.direct(args, services)
+        else:
+            assert spec.plan is not None
+            plan = spec.plan
+            output = await services.pipeline.run(
+                spec.name,
+                request_id,
+                lambda: plan(args, services),
+                send_progress=send_progress,
+                deadline=deadline,
+                client=client,
+            )
+    except ExaiError as exc:
+        log.info("%s request %s from %s failed: %s", spec.name, request_id, client, exc)
+        return _failed(exc)
+    except Exception as exc:
+        log.exception("%s request %s from %s failed unexpectedly", spec.name, request_id, client)
+        return _failed(exc)
+    log.log(
+        logging.DEBUG if spec.direct else logging.INFO,
+        "%s request %s from %s done in %.0f ms%s",
+        spec.name,
+        request_id,
+        client,
+        deadline.elapsed() * 1000,
+        " (cached)" if isinstance(output, AnswerOutput) and output.cached else "",
+    )
+    return Outcome(
+        CallToolResult(
+            content=[TextContent(type="text", text=output.to_text())],
+            structured_content=output.model_dump(mode="json"),
+        )
+    )
+
+
+def _failed(exc: BaseException) -> Outcome:
+    return Outcome(error_result(user_message(exc)), exc)
+
+
+def mcp_client_id(ctx: ServerRequestContext[Services]) -> str:
+    """Who sent an MCP call: "stdio" for the one session on stdin/stdout; over HTTP the MCP
+    session id, else (the sessionless 2026 protocol) the X-Client-Id header, else "mcp-http"."""
+    headers = getattr(ctx.request, "headers", None)
+    if headers is None:
+        return "stdio"
+    return headers.get("mcp-session-id") or headers.get("x-client-id") or "mcp-http"
+
+
 def build_server(settings: Settings, store: ThreadStore | None = None) -> Server[Services]:
     """The server, with `store` or (without it) the store the settings name, opened right now.
 
@@ -172,7 +275,6 @@ def build_server(settings: Settings, store: ThreadStore | None = None) -> Server
     """
     owned = store is None
     threads = open_store(settings) if store is None else store
-    tools = {spec.name: spec for spec in TOOLS}
     definitions = [tool_definition(spec) for spec in TOOLS]
     timeouts = settings.timeouts()
 
@@ -203,45 +305,16 @@ def build_server(settings: Settings, store: ThreadStore | None = None) -> Server
         ctx: ServerRequestContext[Services], params: CallToolRequestParams
     ) -> CallToolResult:
         deadline = Deadline.after(timeouts.server_deadline)  # counted from arrival
-        spec = tools.get(params.name)
-        if spec is None:
-            return error_result(f"unknown tool {params.name!r}; available: {', '.join(tools)}")
-        try:
-            args = spec.input_model.model_validate(params.arguments or {})
-        except ValidationError as exc:
-            return error_result(describe_validation_error(spec.name, exc))
-        services = ctx.lifespan_context
-        try:
-            if spec.direct is not None:
-                output = await spec.direct(args, services)
-            else:
-                assert spec.plan is not None
-                plan = spec.plan
-                output = await services.pipeline.run(
-                    spec.name,
-                    str(ctx.request_id),
-                    lambda: plan(args, services),
-                    send_progress=ctx.session.report_progress if asked_for_progress(ctx) else None,
-                    deadline=deadline,
-                )
-        except ExaiError as exc:
-            log.info("%s request %s failed: %s", spec.name, ctx.request_id, exc)
-            return error_result(user_message(exc))
-        except Exception as exc:
-            log.exception("%s request %s failed unexpectedly", spec.name, ctx.request_id)
-            return error_result(user_message(exc))
-        log.log(
-            logging.DEBUG if spec.direct else logging.INFO,
-            "%s request %s done in %.0f ms%s",
-            spec.name,
-            ctx.request_id,
-            deadline.elapsed() * 1000,
-            " (cached)" if isinstance(output, AnswerOutput) and output.cached else "",
+        outcome = await dispatch(
+            ctx.lifespan_context,
+            params.name,
+            params.arguments,
+            client=mcp_client_id(ctx),
+            request_id=str(ctx.request_id),
+            send_progress=ctx.session.report_progress if asked_for_progress(ctx) else None,
+            deadline=deadline,
         )
-        return CallToolResult(
-            content=[TextContent(type="text", text=output.to_text())],
-            structured_content=output.model_dump(mode="json"),
-        )
+        return outcome.result
 
     return Server(
         "exai-mcp",
@@ -254,4 +327,13 @@ def build_server(settings: Settings, store: ThreadStore | None = None) -> Server
     )
 
 
-__all__ = ["TOOLS", "build_server", "open_store"]
+__all__ = [
+    "TOOLS",
+    "InvalidArguments",
+    "Outcome",
+    "UnknownTool",
+    "build_server",
+    "dispatch",
+    "open_store",
+    "tool_definition",
+]

@@ -5,7 +5,9 @@
 #   bash scripts/inspector_check.sh
 #
 # Checks: tools/list names the tools; tools/call of `analyze` answers from a Kimi model and
-# from a GLM model (the fake's answer, "isError": false). Skipped (exit 0) when npx is missing.
+# from a GLM model (the fake's answer, "isError": false). Then the same over MCP streamable
+# HTTP: `exai-mcp serve --http --port 0` (its port read from its "listening on" line), with
+# the Inspector's `--transport http` (0.15.0 has it). Skipped (exit 0) when npx is missing.
 set -euo pipefail
 
 # 0.15.0 is the newest Inspector that runs on Node 20 (0.16+ needs Node >= 22.7.5); an
@@ -28,8 +30,13 @@ fi
 SERVER="$(dirname "$PYTHON")/exai-mcp" # the console script users run
 WORK="$(mktemp -d)"
 FAKE_PID=""
+HTTP_PID=""
 
 cleanup() {
+  if [[ -n "$HTTP_PID" ]] && kill -0 "$HTTP_PID" 2>/dev/null; then
+    kill "$HTTP_PID" 2>/dev/null || true
+    wait "$HTTP_PID" 2>/dev/null || true
+  fi
   if [[ -n "$FAKE_PID" ]] && kill -0 "$FAKE_PID" 2>/dev/null; then
     kill "$FAKE_PID" 2>/dev/null || true
     wait "$FAKE_PID" 2>/dev/null || true
@@ -64,6 +71,7 @@ SERVER_ENV=(
 )
 if [[ -n "${SSL_CERT_FILE:-}" ]]; then SERVER_ENV+=(-e "SSL_CERT_FILE=$SSL_CERT_FILE"); fi
 
+TARGET=("${SERVER_ENV[@]}" -- "$SERVER") # what the Inspector runs (or, later, a URL)
 FAILED=0
 elapsed() { # seconds since a `date +%s%N` stamp, with two decimals
   local ms=$((($(date +%s%N) - $1) / 1000000))
@@ -84,8 +92,8 @@ inspect() {
   shift
   local out="$WORK/$name.out" start status=0 missing=()
   start=$(date +%s%N)
-  (cd "$WORK" && timeout "$STEP_TIMEOUT" npx -y "$INSPECTOR" --cli "${SERVER_ENV[@]}" -- \
-    "$SERVER" "$@") >"$out" 2>&1 </dev/null || status=$?
+  (cd "$WORK" && timeout "$STEP_TIMEOUT" npx -y "$INSPECTOR" --cli "${TARGET[@]}" "$@") \
+    >"$out" 2>&1 </dev/null || status=$?
   for want in "${expected[@]}"; do
     grep -qF -- "$want" "$out" || missing+=("$want")
   done
@@ -112,6 +120,43 @@ inspect analyze-kimi '"isError": false' 'Fake expert answer from kimi-k2-0905-pr
 inspect analyze-glm '"isError": false' 'Fake expert answer from glm-4.6' '"provider": "glm"' -- \
   --method tools/call --tool-name analyze --tool-arg "text=Is this design sound?" \
   --tool-arg model=glm-4.6
+
+# The same over HTTP: one `serve --http` process; the Inspector connects to its /mcp.
+HTTP_ENV=()
+for setting in "${SERVER_ENV[@]}"; do [[ "$setting" != "-e" ]] && HTTP_ENV+=("$setting"); done
+(cd "$WORK" && exec env "${HTTP_ENV[@]}" EXAI_STATE_DB="$WORK/http-state.sqlite3" \
+  "$SERVER" serve --http --host 127.0.0.1 --port 0) 2>"$WORK/http.err" </dev/null &
+HTTP_PID=$!
+HTTP_URL=""
+for _ in $(seq 150); do # up to 15 s for the "listening on http://..." line
+  HTTP_URL="$(sed -n 's/^exai-mcp: listening on \(http:[^ ]*\)$/\1/p' "$WORK/http.err" | head -1)"
+  [[ -n "$HTTP_URL" ]] && break
+  kill -0 "$HTTP_PID" 2>/dev/null || break
+  sleep 0.1
+done
+if [[ -z "$HTTP_URL" ]]; then
+  echo "inspector_check: FAIL http: exai-mcp serve --http did not say where it listens" >&2
+  sed 's/^/    | /' "$WORK/http.err" | tail -20
+  FAILED=1
+else
+  echo "inspector_check: exai-mcp serve --http at $HTTP_URL"
+  TARGET=("$HTTP_URL/mcp" --transport http)
+  inspect http-tools-list '"name": "analyze"' '"name": "status"' '"inputSchema"' -- \
+    --method tools/list
+  inspect http-analyze-kimi '"isError": false' 'Fake expert answer from kimi-k2-0905-preview' \
+    '"provider": "kimi"' -- \
+    --method tools/call --tool-name analyze --tool-arg "text=Is this design sound over HTTP?"
+  kill -TERM "$HTTP_PID" 2>/dev/null || true
+  status=0
+  wait "$HTTP_PID" || status=$?
+  HTTP_PID=""
+  if [[ $status -eq 0 ]]; then
+    echo "inspector_check: ok   http-sigterm       (exit 0)"
+  else
+    echo "inspector_check: FAIL http-sigterm: exit $status" >&2
+    FAILED=1
+  fi
+fi
 
 TOTAL=$(elapsed "$START_ALL")
 if [[ $FAILED -ne 0 ]]; then

@@ -1,0 +1,589 @@
+"""`exai-mcp serve --http`: MCP and REST clients share one server and one pipeline.
+
+The real app runs under uvicorn on an ephemeral 127.0.0.1 port in the test's event loop (the
+fake provider runs there too); the start-up and shutdown tests run `python -m exai_mcp`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+import uvicorn
+from fake_provider import FakeProvider, Reply
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from exai_mcp.config import Settings
+from exai_mcp.errors import (
+    BusyError,
+    ConfigError,
+    DeadlineExceeded,
+    FileAccessError,
+    ProviderUnavailable,
+)
+from exai_mcp.server import UnknownTool
+from exai_mcp.transports.http import HttpState, build_app, status_for
+from tests.conftest import provider_env, settings_for
+
+TOKEN = "http-test-token-789"
+
+
+@dataclass
+class Running:
+    url: str
+    port: int
+    state: HttpState
+
+    def rest(self, **kwargs: Any) -> httpx2.AsyncClient:
+        return httpx2.AsyncClient(base_url=self.url, timeout=10, **kwargs)
+
+
+@asynccontextmanager
+async def http_server(settings: Settings, host: str = "127.0.0.1") -> AsyncIterator[Running]:
+    """The app under uvicorn on an ephemeral port; stopped on exit (connections get 5 s)."""
+    app, state = build_app(settings, None, host)
+    config = uvicorn.Config(
+        app, host=host, port=0, log_config=None, lifespan="on", timeout_graceful_shutdown=5
+    )
+    server = uvicorn.Server(config)
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.serve)
+        await wait_until(lambda: server.started, timeout=10)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        try:
+            yield Running(f"http://127.0.0.1:{port}", port, state)
+        finally:
+            server.should_exit = True
+
+
+async def wait_until(predicate: Callable[[], bool], *, timeout: float) -> None:
+    """Poll (bounded in time) until predicate() holds."""
+    with anyio.fail_after(timeout):
+        while True:
+            if predicate():
+                return
+            await anyio.sleep(0.01)
+
+
+def call_body(text: str) -> dict[str, Any]:
+    return {"tool": "analyze", "arguments": {"text": text}}
+
+
+# ----------------------------------------------------------------------------- REST
+
+
+async def test_a_rest_call_answers_like_an_mcp_call_result(fake: FakeProvider, tmp_path: Path):
+    async with http_server(settings_for(fake, tmp_path)) as srv, srv.rest() as http:
+        reply = await http.post("/api/v1/execute", json=call_body("test"))
+    assert reply.status_code == 200
+    body = reply.json()
+    assert body["isError"] is False
+    assert body["content"][0]["type"] == "text"
+    assert body["structuredContent"]["provider"] == "kimi"
+
+
+async def test_the_three_curl_acceptance_calls_pass_word_for_word(
+    fake: FakeProvider, tmp_path: Path
+):
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.skip("curl not on PATH")
+    fake.latency = 0.3  # so that the calls made at once overlap at the provider
+
+    async def run_curl(port: int, text: str) -> dict[str, Any]:
+        data = json.dumps({"tool": "analyze", "arguments": {"text": text}})
+        url = f"http://localhost:{port}/api/v1/execute"
+        # The acceptance test's command, word for word but for the port.
+        command = [curl, "-sS", "-X", "POST", url, "-H", "Content-Type: application/json"]
+        result = await anyio.run_process([*command, "-d", data])
+        return json.loads(result.stdout)
+
+    async with http_server(settings_for(fake, tmp_path)) as srv:
+        with anyio.fail_after(30):
+            single = await run_curl(srv.port, "test")
+            assert single["isError"] is False and fake.chat_count == 1
+
+            duplicates: list[dict[str, Any]] = []
+            async with anyio.create_task_group() as tg:
+                for _ in range(2):
+                    tg.start_soon(lambda: _append(duplicates, run_curl(srv.port, "duplicate_test")))
+            assert [d["isError"] for d in duplicates] == [False, False]
+            assert fake.chat_count == 2  # one provider request for the two
+
+            loads: list[dict[str, Any]] = []
+            async with anyio.create_task_group() as tg:
+                for n in range(10):
+                    tg.start_soon(lambda n=n: _append(loads, run_curl(srv.port, f"load_test_{n}")))
+    assert len(loads) == 10 and not any(r["isError"] for r in loads)
+    assert len({r["structuredContent"]["continuation_id"] for r in loads}) == 10
+    assert fake.chat_count == 12  # each of the ten its own request and its own answer
+
+
+async def _append(into: list[Any], awaitable: Any) -> None:
+    into.append(await awaitable)
+
+
+async def test_bad_requests_are_4xx_json_errors_and_the_server_stays_healthy(
+    fake: FakeProvider, tmp_path: Path
+):
+    settings = settings_for(fake, tmp_path, EXAI_HTTP_MAX_BODY_BYTES=1 << 20)
+    async with http_server(settings) as srv, srv.rest() as http:
+        url = "/api/v1/execute"
+        cases = {
+            "20 MB": await http.post(
+                url, content=b"x" * (20 << 20), headers={"content-type": "application/json"}
+            ),
+            "malformed": await http.post(
+                url, content=b"{not json", headers={"content-type": "application/json"}
+            ),
+            "missing tool": await http.post(url, json={"arguments": {"text": "t"}}),
+            "non-object arguments": await http.post(url, json={"tool": "analyze", "arguments": []}),
+            "not an object": await http.post(url, json=["analyze"]),
+            "text/plain": await http.post(
+                url, content=b"{}", headers={"content-type": "text/plain"}
+            ),
+            "unknown tool": await http.post(url, json={"tool": "nope", "arguments": {}}),
+            "invalid arguments": await http.post(
+                url, json={"tool": "analyze", "arguments": {"text": "t", "temperature": "hot"}}
+            ),
+        }
+        no_route = await http.get("/api/v1/nothing")
+        wrong_method = await http.get(url)
+        health = await http.get("/health")
+    assert no_route.status_code == 404 and no_route.json()["isError"] is True
+    assert wrong_method.status_code == 405 and wrong_method.json()["isError"] is True
+    expected = {
+        "20 MB": 413,
+        "malformed": 400,
+        "missing tool": 400,
+        "non-object arguments": 400,
+        "not an object": 400,
+        "text/plain": 415,
+        "unknown tool": 404,
+        "invalid arguments": 422,
+    }
+    assert {name: r.status_code for name, r in cases.items()} == expected
+    for reply in cases.values():
+        assert reply.json()["isError"] is True and reply.json()["content"][0]["text"]
+    assert "EXAI_HTTP_MAX_BODY_BYTES" in cases["20 MB"].json()["content"][0]["text"]
+    assert "'tool'" in cases["missing tool"].json()["content"][0]["text"]
+    assert "'nope'" in cases["unknown tool"].json()["content"][0]["text"]
+    assert "analyze" in cases["unknown tool"].json()["content"][0]["text"]
+    assert "temperature" in cases["invalid arguments"].json()["content"][0]["text"]
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    assert fake.chat_count == 0
+
+
+async def test_a_body_streamed_past_the_limit_without_a_length_is_refused(
+    fake: FakeProvider, tmp_path: Path
+):
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(64):
+            yield b" " * 65536
+
+    settings = settings_for(fake, tmp_path, EXAI_HTTP_MAX_BODY_BYTES=1 << 20)
+    async with http_server(settings) as srv, srv.rest() as http:
+        reply = await http.post(
+            "/api/v1/execute", content=chunks(), headers={"content-type": "application/json"}
+        )
+    assert reply.status_code == 413 and reply.json()["isError"] is True
+
+
+async def test_a_provider_failure_is_502_and_no_provider_configured_is_503(
+    fake: FakeProvider, tmp_path: Path
+):
+    fake.enqueue(Reply(status=500, error_message="upstream broke"))
+    named = {"tool": "analyze", "arguments": {"text": "boom", "model": "kimi-k2-0905-preview"}}
+    settings = settings_for(fake, tmp_path, EXAI_MAX_ATTEMPTS=1)
+    async with http_server(settings) as srv, srv.rest() as http:
+        failed = await http.post("/api/v1/execute", json=named)
+    assert failed.status_code == 502 and failed.json()["isError"] is True
+    async with http_server(settings_for(None, tmp_path)) as srv, srv.rest() as http:
+        unconfigured = await http.post("/api/v1/execute", json=call_body("q"))
+        health = await http.get("/health")
+    assert unconfigured.status_code == 503 and unconfigured.json()["isError"] is True
+    assert health.status_code == 503 and health.json()["status"] == "no provider configured"
+
+
+def test_each_error_class_has_its_status():
+    assert status_for(None) == 200
+    assert status_for(UnknownTool("x")) == 404
+    assert status_for(FileAccessError("/x", "outside the roots")) == 422
+    assert status_for(BusyError("busy")) == 503
+    assert status_for(ConfigError("no provider")) == 503
+    assert status_for(DeadlineExceeded("late")) == 504
+    assert status_for(ProviderUnavailable("5xx")) == 502
+    assert status_for(RuntimeError("bug")) == 500
+
+
+async def test_an_event_stream_caller_gets_progress_then_one_result(
+    fake: FakeProvider, tmp_path: Path
+):
+    fake.answer = "one two three four five six"
+    fake.chunk_delay = 0.1
+    settings = settings_for(fake, tmp_path, EXAI_PROGRESS_INTERVAL_SECS=0.2)
+    events: list[tuple[str, dict[str, Any]]] = []
+    async with (
+        http_server(settings) as srv,
+        srv.rest() as http,
+        http.stream(
+            "POST",
+            "/api/v1/execute",
+            json=call_body("stream me"),
+            headers={"accept": "text/event-stream"},
+        ) as reply,
+    ):
+        assert reply.headers["content-type"].startswith("text/event-stream")
+        event = ""
+        async for line in reply.aiter_lines():
+            if line.startswith("event: "):
+                event = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                events.append((event, json.loads(line.removeprefix("data: "))))
+    kinds = [kind for kind, _ in events]
+    assert kinds[-1] == "result" and kinds.count("result") == 1
+    assert "progress" in kinds[:-1]
+    result = events[-1][1]
+    assert result["isError"] is False and result["status"] == 200
+
+
+async def test_a_rest_caller_that_disconnects_stops_the_provider_request(
+    fake: FakeProvider, tmp_path: Path
+):
+    fake.hold()
+    settings = settings_for(fake, tmp_path, EXAI_CANCEL_GRACE_SECS=0)
+    async with http_server(settings) as srv, srv.rest() as http:
+        with anyio.move_on_after(5):
+            async with anyio.create_task_group() as tg:
+
+                async def give_up_once_the_provider_has_it() -> None:
+                    await fake.wait_for_requests(1)
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(give_up_once_the_provider_has_it)
+                await http.post("/api/v1/execute", json=call_body("abandoned"))
+        await fake.wait_for_disconnects(1, timeout=5)
+        await wait_until(lambda: srv.state.calls_in_flight == 0, timeout=5)
+        health = (await http.get("/health")).json()
+    assert fake.chat_count == 1
+    assert all(lim["in_use"] == 0 for lim in health["limits"].values())
+
+
+async def test_the_tool_list_is_what_tools_list_gives(fake: FakeProvider, tmp_path: Path):
+    async with http_server(settings_for(fake, tmp_path)) as srv:
+        async with srv.rest() as http:
+            listed = (await http.get("/api/v1/tools")).json()["tools"]
+        async with Client(f"{srv.url}/mcp") as client:
+            over_mcp = (await client.list_tools()).tools
+    assert [t["name"] for t in listed] == [t.name for t in over_mcp]
+    assert listed[0]["inputSchema"] == over_mcp[0].input_schema
+
+
+# ----------------------------------------------------------------------------- MCP
+
+
+async def test_mcp_over_http_lists_tools_and_reports_progress(fake: FakeProvider, tmp_path: Path):
+    fake.answer = "one two three four five six"
+    fake.chunk_delay = 0.1
+    seen: list[str | None] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append(message)
+
+    settings = settings_for(fake, tmp_path, EXAI_PROGRESS_INTERVAL_SECS=0.2)
+    async with http_server(settings) as srv, Client(f"{srv.url}/mcp") as client:
+        with anyio.fail_after(20):
+            names = [t.name for t in (await client.list_tools()).tools]
+            result = await client.call_tool(
+                "analyze", {"text": "over http"}, progress_callback=on_progress
+            )
+    assert names == ["analyze", "workflow", "status"]
+    assert not result.is_error and result.structured_content["provider"] == "kimi"
+    assert any(m and m.startswith("calling kimi:") for m in seen)
+
+
+async def test_cancelling_an_mcp_call_over_http_stops_the_provider_request(
+    fake: FakeProvider, tmp_path: Path
+):
+    fake.hold()
+    settings = settings_for(fake, tmp_path, EXAI_CANCEL_GRACE_SECS=0)
+    async with http_server(settings) as srv, Client(f"{srv.url}/mcp") as client:
+        with anyio.move_on_after(5), anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+
+                async def cancel_when_seen() -> None:
+                    await fake.wait_for_requests(1)
+                    scope.cancel()
+
+                tg.start_soon(cancel_when_seen)
+                await client.call_tool("analyze", {"text": "cancel me"})
+        await fake.wait_for_disconnects(1, timeout=5)
+    assert fake.chat_count == 1
+
+
+async def test_an_mcp_call_and_a_rest_call_at_once_make_one_provider_request(
+    fake: FakeProvider, tmp_path: Path
+):
+    fake.hold()
+    results: dict[str, Any] = {}
+    async with (
+        http_server(settings_for(fake, tmp_path)) as srv,
+        Client(f"{srv.url}/mcp") as client,
+        srv.rest() as http,
+    ):
+        assert srv.state.services is not None
+        pipeline = srv.state.services.pipeline
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+
+                async def over_mcp() -> None:
+                    results["mcp"] = await client.call_tool("analyze", {"text": "shared"})
+
+                async def over_rest() -> None:
+                    results["rest"] = await http.post(
+                        "/api/v1/execute", json=call_body("shared"), headers={"X-Client-Id": "ci"}
+                    )
+
+                tg.start_soon(over_mcp)
+                await fake.wait_for_requests(1)
+                tg.start_soon(over_rest)
+                await wait_until(lambda: pipeline.stats()["coalesced_waiters"] >= 1, timeout=5)
+                fake.release()
+    assert fake.chat_count == 1
+    assert not results["mcp"].is_error
+    assert results["rest"].status_code == 200
+    assert (
+        results["rest"].json()["structuredContent"]["analysis"]
+        == results["mcp"].structured_content["analysis"]
+    )
+
+
+# ----------------------------------------------------------------------------- security
+
+
+async def test_with_a_token_every_endpoint_but_health_needs_it(fake: FakeProvider, tmp_path: Path):
+    settings = settings_for(fake, tmp_path, EXAI_HTTP_TOKEN=TOKEN)
+    async with http_server(settings) as srv, srv.rest() as http:
+        missing = await http.post("/api/v1/execute", json=call_body("t"))
+        wrong = await http.post(
+            "/api/v1/execute", json=call_body("t"), headers={"Authorization": "Bearer nope"}
+        )
+        mcp_missing = await http.post("/mcp", json={})
+        tools_missing = await http.get("/api/v1/tools")
+        right = await http.post(
+            "/api/v1/execute", json=call_body("t"), headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+        health = await http.get("/health")
+        async with (
+            httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}) as authed,
+            Client(streamable_http_client(f"{srv.url}/mcp", http_client=authed)) as client,
+        ):
+            names = [t.name for t in (await client.list_tools()).tools]
+    for refused in (missing, wrong, mcp_missing, tools_missing):
+        assert refused.status_code == 401 and refused.json()["isError"] is True
+        assert TOKEN not in refused.text
+    assert right.status_code == 200
+    assert health.status_code == 200 and TOKEN not in health.text
+    assert "analyze" in names
+
+
+async def test_a_foreign_host_or_origin_is_refused(fake: FakeProvider, tmp_path: Path):
+    async with http_server(settings_for(fake, tmp_path)) as srv, srv.rest() as http:
+        foreign = {"Host": "evil.example:80"}
+        execute = await http.post("/api/v1/execute", json=call_body("t"), headers=foreign)
+        health = await http.get("/health", headers=foreign)
+        mcp = await http.post("/mcp", json={}, headers=foreign)
+        origin = await http.get("/health", headers={"Origin": "http://evil.example"})
+        local = await http.get("/health", headers={"Host": f"localhost:{srv.port}"})
+        local6 = await http.get("/health", headers={"Host": f"[::1]:{srv.port}"})
+    assert execute.status_code == 421 and execute.json()["isError"] is True
+    assert health.status_code == 421
+    assert mcp.status_code >= 400
+    assert origin.status_code == 403
+    assert local.status_code == 200 and local6.status_code == 200
+    assert fake.chat_count == 0
+
+
+def _empty_env_file(tmp_path: Path) -> str:
+    path = tmp_path / "none.env"  # no stray .env (with real keys) reaches the server
+    path.touch()
+    return str(path)
+
+
+def _server_env(fake: FakeProvider, tmp_path: Path, **extra: Any) -> dict[str, str]:
+    return {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": os.environ.get("HOME", ""),
+        "EXAI_LOG_LEVEL": "INFO",
+        "EXAI_ENV_FILE": _empty_env_file(tmp_path),
+        **provider_env(fake, tmp_path, **extra),
+    }
+
+
+def test_a_non_loopback_bind_without_a_token_refuses_to_start(tmp_path: Path):
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": os.environ.get("HOME", ""),
+        "EXAI_STATE_DB": str(tmp_path / "s.db"),
+        "EXAI_ENV_FILE": _empty_env_file(tmp_path),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "exai_mcp", "serve", "--http", "--host", "0.0.0.0", "--port", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "EXAI_HTTP_TOKEN" in done.stderr
+    refusals = [line for line in done.stderr.splitlines() if line.startswith("exai-mcp:")]
+    assert len(refusals) == 1 and "0.0.0.0" in refusals[0], done.stderr
+
+
+# ----------------------------------------------------------------------------- shutdown
+
+
+async def test_sigterm_lets_calls_in_flight_finish_refuses_new_ones_then_exits_0(
+    fake: FakeProvider, tmp_path: Path
+):
+    fake.latency = 1.5
+    process = await anyio.open_process(
+        [sys.executable, "-m", "exai_mcp", "serve", "--http", "--port", "0"],
+        env=_server_env(fake, tmp_path),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+    )
+    stderr: list[str] = []
+    listening = anyio.Event()
+    url = ""
+
+    async def read_stderr() -> None:
+        nonlocal url
+        assert process.stderr is not None
+        buffer = ""
+        async for chunk in process.stderr:
+            buffer += chunk.decode(errors="replace")
+            *lines, buffer = buffer.split("\n")
+            for line in lines:
+                stderr.append(line)
+                if "listening on http://" in line and not url:
+                    url = line.split("listening on ", 1)[1].strip()
+                    listening.set()
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read_stderr)
+            with anyio.fail_after(20):
+                await listening.wait()
+            reply: dict[str, Any] = {}
+            async with (
+                httpx2.AsyncClient(base_url=url, timeout=15) as http,
+                Client(f"{url}/mcp") as client,
+            ):
+
+                async def over_rest() -> None:
+                    reply["rest"] = await http.post("/api/v1/execute", json=call_body("slow"))
+
+                async def over_mcp() -> None:
+                    reply["mcp"] = await client.call_tool("analyze", {"text": "slow too"})
+
+                tg.start_soon(over_rest)
+                tg.start_soon(over_mcp)
+                await fake.wait_for_active(2, timeout=10)
+                process.send_signal(signal.SIGTERM)
+                await anyio.sleep(0.3)  # uvicorn notices the signal within 0.1 s
+                try:
+                    late = await httpx2.AsyncClient(base_url=url, timeout=5).post(
+                        "/api/v1/execute", json=call_body("late")
+                    )
+                    reply["late"] = late.status_code
+                except httpx2.TransportError:  # no longer accepting connections
+                    reply["late"] = "refused"
+                with anyio.fail_after(20):
+                    code = await process.wait()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            with anyio.move_on_after(5):
+                await process.wait()
+    assert reply["rest"].status_code == 200, reply["rest"].text
+    assert reply["rest"].json()["isError"] is False
+    assert not reply["mcp"].is_error
+    assert reply["late"] in (503, "refused")
+    assert code == 0, "\n".join(stderr)
+    assert fake.chat_count == 2
+    assert fake.disconnects == 0
+
+
+async def test_each_call_names_its_client_to_the_pipeline(
+    fake: FakeProvider, tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    caplog.set_level("INFO", logger="exai_mcp")
+    async with http_server(settings_for(fake, tmp_path)) as srv:
+        async with srv.rest() as http:
+            await http.post("/api/v1/execute", json=call_body("anonymous"))
+            await http.post(
+                "/api/v1/execute", json=call_body("named"), headers={"X-Client-Id": "ci-bot"}
+            )
+        async with Client(f"{srv.url}/mcp", mode="legacy") as client:
+            await client.call_tool("analyze", {"text": "in a session"})
+    done = [r.getMessage() for r in caplog.records if " done in " in r.getMessage()]
+    assert any(" from rest " in m for m in done)
+    assert any(" from ci-bot " in m for m in done)
+    over_mcp = [m for m in done if " from rest " not in m and " from ci-bot " not in m]
+    assert len(over_mcp) == 1 and re.search(r" from [0-9a-f]{32} ", over_mcp[0]), done
+
+
+async def test_health_is_503_once_no_provider_can_serve(fake: FakeProvider, tmp_path: Path):
+    fake.enqueue(Reply(status=401), Reply(status=401))  # both keys rejected: both paused
+    async with http_server(settings_for(fake, tmp_path)) as srv, srv.rest() as http:
+        before = await http.get("/health")
+        rejected = await http.post("/api/v1/execute", json=call_body("any"))
+        after = await http.get("/health")
+    assert before.status_code == 200
+    assert rejected.status_code == 502 and rejected.json()["isError"] is True
+    assert after.status_code == 503 and after.json()["status"] == "no provider available"
+    assert {p["breaker"]["state"] for p in after.json()["providers"].values()} == {"open"}
+    assert fake.chat_count == 2
+
+
+def test_a_port_in_use_is_one_line_and_exit_2(tmp_path: Path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": os.environ.get("HOME", ""),
+            "EXAI_STATE_DB": str(tmp_path / "s.db"),
+            "EXAI_ENV_FILE": _empty_env_file(tmp_path),
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "exai_mcp", "serve", "--http", "--port", str(port)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    assert done.returncode == 2, done.stderr
+    assert f"could not listen on 127.0.0.1:{port}" in done.stderr
