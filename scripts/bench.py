@@ -347,7 +347,7 @@ async def run_f(url: str, fake: FakeProvider, a_row: Row) -> Row:
     return Row(
         "f",
         f"(a) over REST: {A_CALLS} concurrent POST /api/v1/execute, serve --http (median of {A_REPS})",
-        f"{wall:.3f} s vs stdio {stdio:.3f} s = {ratio:.2f}x (>= {min(peaks)} at once at the provider)",
+        f"{wall:.3f} s vs stdio {stdio:.3f} s = {ratio:.3f}x (>= {min(peaks)} at once at the provider)",
         f"<= {F_TARGET}x (a)",
         ratio <= F_TARGET,
         {
