@@ -19,6 +19,9 @@ the `mcp` SDK's stdio client, started once, warmed up, then timed:
 (d) 20 concurrent calls at 500 ms: a server that blocks its event loop on a synchronous
     `openai.OpenAI` call (`scripts/blocking_server.py`, what exai-mcp replaces) against exai-mcp.
     The baseline runs once (it takes about 10 s); exai-mcp's figure is a median of 3.
+(f) (a) again over REST: 50 distinct concurrent `POST /api/v1/execute` calls at 200 ms to
+    `exai-mcp serve --http` (same settings, its own state DB), made with `httpx2.AsyncClient`,
+    against (a)'s stdio figure from the same run: the HTTP adapter must cost under 1.2x.
 (e) memory: exai-mcp's resident memory (from its `status` tool) after 1,000 and 2,000 distinct
     calls; with the result cache full, the second thousand must add under 5 %. Also shown
     against the bare server's resident memory at rest.
@@ -36,6 +39,8 @@ import datetime as dt
 import json
 import os
 import platform
+import re
+import signal
 import statistics
 import sys
 import tempfile
@@ -45,9 +50,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+import httpx2
 from fake_provider import FakeProvider
 from mcp import Client, StdioServerParameters
-from mcp.client.stdio import stdio_client
+from mcp.client.stdio import get_default_environment, stdio_client
 
 SCRIPTS = Path(__file__).resolve().parent
 TOTAL_TIMEOUT = 150.0  # seconds: the whole run, whatever happens
@@ -62,6 +68,9 @@ B_CALLS, B_LATENCY, B_REPS, B_TARGET = 20, 0.2, 3, 1
 C_ROUNDS, C_PER_ROUND, C_TARGET = 5, 60, 0.7
 D_CALLS, D_LATENCY, D_REPS, D_TARGET = 20, 0.5, 3, 10.0
 E_CALLS, E_BURST, E_TARGET = 2000, 50, 0.05  # distinct calls; at once; RSS growth allowed
+F_TARGET = 1.2  # (f) REST wall time / (a) stdio wall time
+HTTP_START_TIMEOUT = 20.0  # seconds for `serve --http` to print its address
+HTTP_STOP_TIMEOUT = 10.0  # seconds for it to exit after SIGTERM before it is killed
 
 
 SETTINGS_NOTE = (
@@ -90,13 +99,13 @@ class Row:
 # ----------------------------------------------------------------------------- servers
 
 
-def exai_params(fake: FakeProvider, tmp: Path, *, cache: bool) -> StdioServerParameters:
+def exai_env(fake: FakeProvider, tmp: Path, *, cache: bool, db: str) -> dict[str, str]:
     env = {
         "KIMI_API_KEY": "bench-kimi-key",
         "KIMI_BASE_URL": fake.base_url("/v1"),
         "GLM_API_KEY": "bench-glm-key",
         "GLM_BASE_URL": fake.base_url("/api/paas/v4"),
-        "EXAI_STATE_DB": str(tmp / f"state-{'cache' if cache else 'nocache'}.sqlite3"),
+        "EXAI_STATE_DB": str(tmp / f"state-{db}.sqlite3"),
         "EXAI_ALLOWED_ROOTS": str(tmp),
         "EXAI_LOG_LEVEL": "WARNING",
         "EXAI_MAX_INFLIGHT": str(LIMIT),
@@ -105,6 +114,11 @@ def exai_params(fake: FakeProvider, tmp: Path, *, cache: bool) -> StdioServerPar
     }
     if not cache:
         env["EXAI_RESULT_CACHE_TTL_SECS"] = "0"
+    return env
+
+
+def exai_params(fake: FakeProvider, tmp: Path, *, cache: bool) -> StdioServerParameters:
+    env = exai_env(fake, tmp, cache=cache, db="cache" if cache else "nocache")
     # cwd=tmp: no .env file from the checkout can change the settings under test.
     return StdioServerParameters(
         command=sys.executable, args=["-m", "exai_mcp"], env=env, cwd=str(tmp)
@@ -116,6 +130,62 @@ def script_params(name: str, fake: FakeProvider, tmp: Path) -> StdioServerParame
     return StdioServerParameters(
         command=sys.executable, args=[str(SCRIPTS / name)], env=env, cwd=str(tmp)
     )
+
+
+@contextlib.asynccontextmanager
+async def http_server(fake: FakeProvider, tmp: Path, errlog: TextIO) -> Any:
+    """`exai-mcp serve --http` on an ephemeral port; yields its base URL, then SIGTERMs it."""
+    # The environment the stdio client gives its servers: its defaults plus the explicit env.
+    env = {**get_default_environment(), **exai_env(fake, tmp, cache=True, db="http")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "exai_mcp", "serve", "--http", "--host", "127.0.0.1", "--port", "0"),
+        env=env,
+        cwd=str(tmp),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=errlog,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stderr is not None
+    stderr = proc.stderr
+
+    async def address() -> str:
+        while line := (await stderr.readline()).decode(errors="replace"):
+            errlog.write(line)
+            if m := re.search(r"exai-mcp: listening on (http://\S+:\d+)", line):
+                return m.group(1)
+        raise BenchError(f"exai-mcp serve --http exited ({await proc.wait()}) before listening")
+
+    async def drain() -> None:  # keep the pipe from filling; the lines go to the log
+        while line := await stderr.readline():
+            errlog.write(line.decode(errors="replace"))
+
+    drainer = None
+    try:
+        try:
+            url = await asyncio.wait_for(address(), HTTP_START_TIMEOUT)
+        except TimeoutError:
+            raise BenchError(
+                f"exai-mcp serve --http printed no address within {HTTP_START_TIMEOUT:.0f} s"
+            ) from None
+        drainer = asyncio.create_task(drain())
+        yield url
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                code = await asyncio.wait_for(proc.wait(), HTTP_STOP_TIMEOUT)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+                raise BenchError(
+                    f"exai-mcp serve --http did not stop within {HTTP_STOP_TIMEOUT:.0f} s "
+                    "of SIGTERM; killed"
+                ) from None
+            if code != 0:
+                raise BenchError(f"exai-mcp serve --http exited {code} after SIGTERM")
+        if drainer is not None:
+            await drainer
 
 
 def connect(params: StdioServerParameters, errlog: TextIO) -> Client:
@@ -240,6 +310,56 @@ async def run_a(exai: Client, fake: FakeProvider) -> Row:
     )
 
 
+async def rest_call(http: httpx2.AsyncClient, tool: str, args: dict[str, Any]) -> Any:
+    response = await http.post("/api/v1/execute", json={"tool": tool, "arguments": args})
+    body = response.json()
+    if response.status_code != 200 or body.get("isError"):
+        text = " ".join(c.get("text", "") for c in body.get("content", []))
+        raise BenchError(f"REST {tool} failed ({response.status_code}): {text[:300]}")
+    return body
+
+
+async def rest_burst(
+    http: httpx2.AsyncClient, tool: str, args: list[dict[str, Any]]
+) -> tuple[float, list[Any]]:
+    started = time.perf_counter()
+    results = await asyncio.gather(*(rest_call(http, tool, a) for a in args))
+    return time.perf_counter() - started, results
+
+
+async def run_f(url: str, fake: FakeProvider, a_row: Row) -> Row:
+    """(a) over REST: the same burst to `serve --http`, against (a)'s stdio median."""
+    fake.latency = A_LATENCY
+    limits = httpx2.Limits(max_connections=A_CALLS * 2, max_keepalive_connections=A_CALLS * 2)
+    async with httpx2.AsyncClient(base_url=url, timeout=CALL_TIMEOUT, limits=limits) as http:
+        for i in range(20):
+            await rest_call(http, "analyze", {"text": f"f warm-up {i}", "model": KIMI})
+        await rest_burst(http, "analyze", analyze_args("f warm-up burst", A_CALLS))
+        walls, peaks = [], []
+        for rep in range(A_REPS):
+            fake.reset()
+            wall, _ = await rest_burst(http, "analyze", analyze_args(f"f rep {rep}", A_CALLS))
+            walls.append(wall)
+            peaks.append(fake.max_active)
+    wall = statistics.median(walls)
+    stdio = a_row.data["median_s"]
+    ratio = wall / stdio
+    return Row(
+        "f",
+        f"(a) over REST: {A_CALLS} concurrent POST /api/v1/execute, serve --http (median of {A_REPS})",
+        f"{wall:.3f} s vs stdio {stdio:.3f} s = {ratio:.3f}x (>= {min(peaks)} at once at the provider)",
+        f"<= {F_TARGET}x (a)",
+        ratio <= F_TARGET,
+        {
+            "wall_s": [round(w, 4) for w in walls],
+            "median_s": round(wall, 4),
+            "stdio_median_s": stdio,
+            "ratio_vs_a": round(ratio, 3),
+            "provider_peak": peaks,
+        },
+    )
+
+
 async def run_b(exai: Client, fake: FakeProvider) -> Row:
     fake.latency = B_LATENCY
     requests, walls = [], []
@@ -348,6 +468,7 @@ async def run(errlog: TextIO, tmp: Path, progress: Callable[[str], None]) -> dic
             connect(exai_params(fake, tmp, cache=True), errlog) as exai,
             connect(exai_params(fake, tmp, cache=False), errlog) as exai_off,
             connect(script_params("bare_server.py", fake, tmp), errlog) as bare,
+            http_server(fake, tmp, errlog) as http_url,
         ):
             progress("warming up")
             for i in range(20):
@@ -359,7 +480,10 @@ async def run(errlog: TextIO, tmp: Path, progress: Callable[[str], None]) -> dic
             progress("(c) sequential calls per second")
             rows += await run_c(bare, exai_off, exai, fake)
             progress("(a) 50 concurrent calls")
-            rows.insert(0, await run_a(exai, fake))
+            a_row = await run_a(exai, fake)
+            rows.insert(0, a_row)
+            progress("(f) 50 concurrent calls over REST (serve --http)")
+            f_row = await run_f(http_url, fake, a_row)
             progress("(b) 20 identical calls")
             rows.insert(1, await run_b(exai, fake))
             progress(f"(e) memory over {E_CALLS} calls")
@@ -375,6 +499,7 @@ async def run(errlog: TextIO, tmp: Path, progress: Callable[[str], None]) -> dic
             blocking_wall, blocking_peak = await run_d_blocking(blocking, fake)
         rows.append(d_row(exai_walls, blocking_wall, blocking_peak))
         rows.append(e_row)
+        rows.append(f_row)
     for name, state in after.items():
         if state["inflight"] or state["permits_in_use"]:
             raise BenchError(f"exai-mcp ({name}) did not settle after the runs: {state}")
