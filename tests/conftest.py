@@ -6,6 +6,8 @@ Provider code is exercised with the real `openai` SDK over real HTTP against
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -139,3 +141,43 @@ def nothing_held(status: dict[str, Any]) -> bool:
     return status["inflight"] == 0 and all(
         lim["in_use"] == 0 and lim["waiting"] == 0 for lim in limits
     )
+
+
+RAW_REPLY_WAIT = 10.0  # seconds for one reply from a raw-pipe server
+
+
+def message(request_id: int, method: str, params: dict[str, Any]) -> bytes:
+    body = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
+    return json.dumps(body).encode() + b"\n"
+
+
+@asynccontextmanager
+async def raw_stdio_server(
+    env: dict[str, str], cwd: Path
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`python -m exai_mcp` on raw pipes (no MCP client between), initialized; stdin is closed
+    and the process reaped after."""
+    server = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "exai_mcp",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        env={**stdio_params(env).env, "EXAI_LOG_LEVEL": "WARNING"},
+        cwd=cwd,
+    )
+    assert server.stdin is not None and server.stdout is not None
+    try:
+        server.stdin.write(message(0, "initialize", {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}))  # fmt: skip
+        server.stdin.write(b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n')
+        await server.stdin.drain()
+        await asyncio.wait_for(server.stdout.readline(), RAW_REPLY_WAIT)
+        yield server
+    finally:
+        server.stdin.close()
+        try:
+            await asyncio.wait_for(server.wait(), RAW_REPLY_WAIT)
+        except TimeoutError:
+            server.kill()
+            await server.wait()

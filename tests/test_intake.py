@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +17,7 @@ from mcp_types import JSONRPCRequest, JSONRPCResponse
 from exai_mcp.config import load_settings
 from exai_mcp.errors import ConfigError
 from exai_mcp.transports.intake import SessionIntake
-from tests.conftest import provider_env, stdio_params
+from tests.conftest import message, provider_env, raw_stdio_server, stdio_params
 
 FLOOD = 3_000  # identical calls, all answered from the result cache
 ANSWER = "word " * 4_000  # a 20 kB answer: what each unread reply holds in memory
@@ -40,40 +37,6 @@ def rss_mib(pid: int) -> float:
     raise AssertionError("no VmRSS")
 
 
-def message(request_id: int, method: str, params: dict[str, Any]) -> bytes:
-    body = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
-    return json.dumps(body).encode() + b"\n"
-
-
-@asynccontextmanager
-async def raw_server(env: dict[str, str], cwd: Path) -> AsyncIterator[asyncio.subprocess.Process]:
-    """`python -m exai_mcp` on raw pipes, initialized; stdin closed and the process reaped after."""
-    server = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "exai_mcp",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-        env={**stdio_params(env).env, "EXAI_LOG_LEVEL": "WARNING"},
-        cwd=cwd,
-    )
-    assert server.stdin is not None and server.stdout is not None
-    try:
-        server.stdin.write(message(0, "initialize", {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}))  # fmt: skip
-        server.stdin.write(b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n')
-        await server.stdin.drain()
-        await asyncio.wait_for(server.stdout.readline(), REPLY_WAIT)
-        yield server
-    finally:
-        server.stdin.close()
-        try:
-            await asyncio.wait_for(server.wait(), REPLY_WAIT)
-        except TimeoutError:
-            server.kill()
-            await server.wait()
-
-
 async def reply(stdout: asyncio.StreamReader) -> dict[str, Any]:
     return json.loads(await asyncio.wait_for(stdout.readline(), REPLY_WAIT))
 
@@ -84,7 +47,7 @@ async def test_a_client_that_does_not_read_its_replies_is_not_read_either_and_me
 ) -> None:
     fake.answer = ANSWER
     call = {"name": "analyze", "arguments": {"text": "the same question"}}
-    async with raw_server(provider_env(fake, tmp_path), tmp_path) as server:
+    async with raw_stdio_server(provider_env(fake, tmp_path), tmp_path) as server:
         assert server.stdin is not None and server.stdout is not None
         stdin, stdout = server.stdin, server.stdout
         stdin.write(message(1, "tools/call", call))  # warms the cache
@@ -188,7 +151,7 @@ async def test_a_refusal_for_a_reused_id_does_not_free_the_call_that_holds_it(
 ) -> None:
     fake.hold()
     call = {"name": "analyze", "arguments": {"text": "slow"}}
-    async with raw_server(
+    async with raw_stdio_server(
         provider_env(fake, tmp_path, EXAI_SESSION_MAX_PENDING=1), tmp_path
     ) as server:
         assert server.stdin is not None and server.stdout is not None

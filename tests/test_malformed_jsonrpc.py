@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from typing import Any
 import pytest
 
 from exai_mcp.transports.jsonrpc import Rejected, read_line
+from tests.conftest import raw_stdio_server
 
 REPLY_WAIT = 5.0  # seconds for each expected reply; the server answers these at once
 PARSE_ERROR = -32700
@@ -120,43 +119,9 @@ class RawClient:
 
 @pytest.fixture
 async def raw_server(tmp_path: Path) -> AsyncIterator[RawClient]:
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": os.environ.get("HOME", ""),
-        "EXAI_STATE_DB": str(tmp_path / "state.sqlite3"),
-        "EXAI_LOG_LEVEL": "WARNING",
-    }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "exai_mcp",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-        env=env,
-        cwd=tmp_path,
-    )
-    client = RawClient(process)
-    try:
-        await client.request(
-            0,
-            "initialize",
-            {
-                "protocolVersion": "2025-06-18",
-                "capabilities": {},
-                "clientInfo": {"name": "raw", "version": "0"},
-            },
-        )
-        await client.send('{"jsonrpc":"2.0","method":"notifications/initialized"}')
-        yield client
-    finally:
-        assert process.stdin is not None
-        process.stdin.close()
-        try:
-            await asyncio.wait_for(process.wait(), REPLY_WAIT)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
+    env = {"EXAI_STATE_DB": str(tmp_path / "state.sqlite3")}
+    async with raw_stdio_server(env, tmp_path) as process:
+        yield RawClient(process)
 
 
 async def test_each_malformed_message_gets_its_error_with_its_id_and_the_server_goes_on(
