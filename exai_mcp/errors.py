@@ -4,6 +4,8 @@
     ├── ConfigError            settings are missing or inconsistent (exit 2 at start-up)
     │   └── StoreUnusable      the EXAI_STATE_DB file cannot be opened or is not ours
     ├── InputError             a tool argument is wrong: names the field and what is allowed
+    │   ├── UnknownTool        the call named a tool this server does not have
+    │   ├── InvalidArguments   the arguments failed the tool's input model
     │   ├── FileAccessError    a path is outside the roots, secret, missing, binary or too big
     │   └── ThreadError        a continuation_id is unknown, expired or full
     ├── BusyError              no concurrency permit in time, or the thread store stayed locked
@@ -57,6 +59,18 @@ class FileAccessError(InputError):
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
+
+
+class UnknownTool(InputError):
+    """A call named a tool this server does not have (REST answers 404)."""
+
+    kind = "unknown_tool"
+
+
+class InvalidArguments(InputError):
+    """A call's arguments failed the tool's input model (REST answers 422)."""
+
+    kind = "invalid_arguments"
 
 
 class ThreadError(InputError):

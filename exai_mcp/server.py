@@ -30,7 +30,7 @@ from pydantic import ValidationError
 
 from exai_mcp import __version__
 from exai_mcp.config import Settings
-from exai_mcp.errors import ExaiError, InputError, user_message
+from exai_mcp.errors import ExaiError, InvalidArguments, UnknownTool, user_message
 from exai_mcp.files import FileAccessPolicy
 from exai_mcp.middleware.breaker import CircuitBreaker
 from exai_mcp.middleware.cache import ResultCache
@@ -164,18 +164,6 @@ def asked_for_progress(ctx: ServerRequestContext[Services]) -> bool:
 
 def error_result(message: str) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
-
-
-class UnknownTool(InputError):
-    """A call named a tool this server does not have (REST answers 404)."""
-
-    kind = "unknown_tool"
-
-
-class InvalidArguments(InputError):
-    """A call's arguments failed the tool's input model (REST answers 422)."""
-
-    kind = "invalid_arguments"
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,8 +35,8 @@ from exai_mcp.errors import (
     DeadlineExceeded,
     FileAccessError,
     ProviderUnavailable,
+    UnknownTool,
 )
-from exai_mcp.server import UnknownTool
 from exai_mcp.transports.http import HttpState, build_app, status_for
 from tests.conftest import provider_env, settings_for
 

@@ -60,11 +60,11 @@ from exai_mcp.errors import (
     DeadlineExceeded,
     InputError,
     ProviderError,
+    UnknownTool,
 )
 from exai_mcp.middleware.deadline import Deadline
 from exai_mcp.server import (
     TOOLS,
-    UnknownTool,
     build_server,
     dispatch,
     error_result,
