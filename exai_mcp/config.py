@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
@@ -45,7 +46,9 @@ from exai_mcp.providers.registry import GLM, KIMI, PROVIDERS, SPECS, ProviderSpe
 MIN_TOOL_TIMEOUT = 1
 MAX_TOOL_TIMEOUT = 3600
 DEADLINE_RATIO = 1.5
+SHIM_RATIO = 2.0
 CLIENT_RATIO = 2.5
+DAEMON_MODES = ("off", "auto", "require", "spawn")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -167,6 +170,23 @@ class Settings(BaseSettings):
         "are cancelled.",
     )
 
+    # Attaching stdio processes to that one server (the shim): see transports/attach.py.
+    daemon: str = Field(
+        "off",
+        validation_alias=_env("EXAI_DAEMON"),
+        description="off: serve in this process; auto: attach to the daemon when it answers "
+        "/health, else serve in-process; require: always attach; spawn: attach, starting "
+        "`exai-mcp serve --http` when none answers.",
+    )
+    daemon_url: str = Field("http://127.0.0.1:8079", validation_alias=_env("EXAI_DAEMON_URL"))
+    daemon_idle_exit: float = Field(
+        900,
+        ge=0,
+        validation_alias=_env("EXAI_DAEMON_IDLE_EXIT_SECS"),
+        description="A daemon started by EXAI_DAEMON=spawn exits after this many seconds with "
+        "no session and no call (0: never).",
+    )
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -186,6 +206,27 @@ class Settings(BaseSettings):
         if level not in LOG_LEVELS:
             raise ValueError(f"must be one of {', '.join(LOG_LEVELS)} (in any case)")
         return level
+
+    @field_validator("daemon")
+    @classmethod
+    def _known_daemon_mode(cls, value: str) -> str:
+        mode = value.strip().lower()
+        if mode not in DAEMON_MODES:
+            raise ValueError(f"must be one of {', '.join(DAEMON_MODES)}")
+        return mode
+
+    @field_validator("daemon_url")
+    @classmethod
+    def _daemon_url(cls, value: str) -> str:
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL, like http://127.0.0.1:8079")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValueError(
+                "must name the server only (http://HOST:PORT), without a path: the shim adds "
+                "/mcp and /health itself"
+            )
+        return f"{parts.scheme}://{parts.netloc}"
 
     @field_validator("allowed_roots", mode="before")
     @classmethod
@@ -373,6 +414,8 @@ class Timeouts:
     client_minimum: int
     client_configured: float | None
     defaulted: frozenset[str] = frozenset()  # variables not set, which follow T
+    shim: int = 0  # what an attached stdio process waits for the daemon: ceil(2T)
+    attached: bool = False  # EXAI_DAEMON is not off: the shim is part of the hierarchy
 
     @classmethod
     def from_settings(cls, s: Settings) -> Timeouts:
@@ -388,6 +431,8 @@ class Timeouts:
             server_deadline=math.ceil(DEADLINE_RATIO * t),
             client_minimum=math.ceil(CLIENT_RATIO * t),
             client_configured=s.client_timeout,
+            shim=math.ceil(SHIM_RATIO * t),
+            attached=s.daemon != "off",
             defaulted=frozenset(
                 var
                 for var, value in (
@@ -437,7 +482,28 @@ class Timeouts:
                 f"{self.server_deadline} s (ceil(1.5 x {_fmt(t)})); the client would give up on "
                 f"calls the server is still answering: set it to at least {self.client_minimum}"
             )
+        if self.attached:
+            out.extend(self._shim_problems())
         return out
+
+    def _shim_problems(self) -> list[str]:
+        """server deadline ceil(1.5T) < shim ceil(2T) < client ceil(2.5T), strictly: each
+        layer gives up after the one below it, so the one below always answers first."""
+        t, shim = _fmt(self.tool), self.shim
+        if not self.server_deadline < shim < self.client_minimum:
+            return [
+                f"WORKFLOW_TOOL_TIMEOUT_SECS={t} leaves no room for the shim (EXAI_DAEMON): "
+                f"server deadline {self.server_deadline} s < shim {shim} s (ceil(2 x {t})) < "
+                f"client {self.client_minimum} s must hold; use at least 2 seconds"
+            ]
+        c = self.client_configured
+        if c is not None and self.server_deadline <= c <= shim:
+            return [
+                f"EXAI_CLIENT_TIMEOUT_SECS={_fmt(c)} is not above the shim's {shim} s "
+                f"(ceil(2 x {t})): the client would give up on calls the daemon is still "
+                f"answering; set it to at least {self.client_minimum}"
+            ]
+        return []
 
     def warnings(self) -> list[str]:
         c = self.client_configured
@@ -456,7 +522,9 @@ class Timeouts:
         return (
             f"timeouts: tool={_fmt(t)}s expert={_fmt(self.expert)}s {attempts} "
             f"server_deadline={self.server_deadline}s "
-            f"({self.server_deadline / t:.2f}x) client_minimum={self.client_minimum}s "
+            f"({self.server_deadline / t:.2f}x) "
+            + (f"shim={self.shim}s ({self.shim / t:.2f}x) " if self.attached else "")
+            + f"client_minimum={self.client_minimum}s "
             f"({self.client_minimum / t:.2f}x)"
             + (
                 f" client_configured={_fmt(self.client_configured)}s"
@@ -471,6 +539,7 @@ class Timeouts:
             "expert_secs": self.expert,
             **{f"{name}_attempt_secs": value for name, value in self.attempt.items()},
             "server_deadline_secs": self.server_deadline,
+            "shim_secs": self.shim if self.attached else None,
             "client_minimum_secs": self.client_minimum,
             "client_configured_secs": self.client_configured,
         }

@@ -10,6 +10,7 @@
     │   └── ThreadError        a continuation_id is unknown, expired or full
     ├── BusyError              no concurrency permit in time, or the thread store stayed locked
     ├── DeadlineExceeded       the request's time budget ran out
+    ├── DaemonUnavailable      an attached stdio process cannot reach the daemon (names the URL)
     └── ProviderError          a model provider failed (translated at the provider boundary)
         ├── AuthRejected       the API key was refused (names the variable, never the key)
         ├── RateLimited        HTTP 429, with the provider's Retry-After when given
@@ -83,6 +84,12 @@ class BusyError(ExaiError):
 
 class DeadlineExceeded(ExaiError):
     kind = "deadline"
+
+
+class DaemonUnavailable(ExaiError):
+    """The daemon an attached stdio process forwards to is down, died, or could not start."""
+
+    kind = "daemon"
 
 
 class ProviderError(ExaiError):
