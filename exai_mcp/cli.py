@@ -56,6 +56,13 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--port", type=int, help="port to bind with --http (default EXAI_HTTP_PORT, 8079; 0: any)"
     )
+    serve.add_argument(
+        "--idle-exit",
+        type=float,
+        metavar="SECS",
+        help="with --http: exit after SECS with no call and no open request (what a daemon "
+        "started by EXAI_DAEMON=spawn runs with; default: never)",
+    )
     doctor = sub.add_parser(
         "doctor",
         help="check the configuration and the providers, and print client set-up snippets",
@@ -118,11 +125,13 @@ def main(argv: list[str] | None = None) -> None:
         log.warning("%s", warning)
     log.info("%s", timeouts.describe())
     if getattr(args, "http", False):
-        serve_http_or_exit(settings, host=args.host, port=args.port)
+        serve_http_or_exit(settings, host=args.host, port=args.port, idle_exit=args.idle_exit)
         return
-    if getattr(args, "host", None) is not None or getattr(args, "port", None) is not None:
-        print("exai-mcp: --host and --port need --http", file=sys.stderr)
+    if any(getattr(args, name, None) is not None for name in ("host", "port", "idle_exit")):
+        print("exai-mcp: --host, --port and --idle-exit need --http", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG)
+    if settings.daemon != "off" and serve_attached(settings):
+        return
     store = open_store_or_exit(settings)
     from exai_mcp.transports.stdio import serve_stdio
 
@@ -133,7 +142,18 @@ def main(argv: list[str] | None = None) -> None:
         store.close()
 
 
-def serve_http_or_exit(settings: Settings, *, host: str | None, port: int | None) -> None:
+def serve_attached(settings: Settings) -> bool:
+    """EXAI_DAEMON: serve this stdio session through the daemon; False to serve in-process."""
+    from exai_mcp.transports.attach import choose_and_serve
+
+    with contextlib.suppress(KeyboardInterrupt):
+        return anyio.run(choose_and_serve, settings)
+    return True
+
+
+def serve_http_or_exit(
+    settings: Settings, *, host: str | None, port: int | None, idle_exit: float | None = None
+) -> None:
     """`serve --http`: refuse an unsafe bind (exit 2) before the store is even opened."""
     from exai_mcp.transports.http import refuse_to_serve, serve_http
 
@@ -144,7 +164,9 @@ def serve_http_or_exit(settings: Settings, *, host: str | None, port: int | None
     store = open_store_or_exit(settings)
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            anyio.run(lambda: serve_http(settings, store, host=host, port=port))
+            anyio.run(
+                lambda: serve_http(settings, store, host=host, port=port, idle_exit=idle_exit)
+            )
     except ConfigError as exc:
         print(f"exai-mcp: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None

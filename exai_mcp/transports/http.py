@@ -28,6 +28,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -151,6 +152,16 @@ class HttpState:
     started: float = field(default_factory=time.monotonic)
     calls_in_flight: int = 0
     """POST requests being served: REST calls and MCP requests (a tools/call until answered)."""
+    open_requests: int = 0
+    """Requests being served but /health: calls, and the SSE streams MCP sessions hold open."""
+    last_request: float = field(default_factory=time.monotonic)
+    """When the last such request ended (or started): how long the server has been idle."""
+
+    def idle_for(self) -> float:
+        """Seconds with no request open, no call in flight: 0 while anything runs."""
+        if self.open_requests or self.calls_in_flight:
+            return 0.0
+        return time.monotonic() - self.last_request
 
 
 class HostCheck:
@@ -211,14 +222,19 @@ class Guard:
                 {"WWW-Authenticate": "Bearer"},
             )
             return
-        if scope["method"] != "POST":
+        if path == "/health":  # a probe or a monitor does not keep an idle server alive
             await self.app(scope, receive, send)
             return
-        self.state.calls_in_flight += 1  # REST calls and MCP requests (a tools/call lasts)
+        state = self.state
+        is_call = scope["method"] == "POST"  # REST calls and MCP requests (a tools/call lasts)
+        state.open_requests += 1
+        state.calls_in_flight += is_call
         try:
             await self.app(scope, receive, send)
         finally:
-            self.state.calls_in_flight -= 1
+            state.calls_in_flight -= is_call
+            state.open_requests -= 1
+            state.last_request = time.monotonic()
 
     def _authorized(self, headers: Headers) -> bool:
         assert self._token is not None
@@ -429,6 +445,7 @@ class Health:
         services = self.state.services
         body: dict[str, Any] = {
             "version": __version__,
+            "pid": os.getpid(),  # which process answers: the one to stop, or to restart
             "uptime_secs": round(time.monotonic() - self.state.started, 1),
         }
         if services is None:
@@ -600,14 +617,31 @@ class _Uvicorn(uvicorn.Server):
                 print(f"exai-mcp: listening on http://{shown}:{port}", file=sys.stderr, flush=True)
 
 
+async def exit_when_idle(state: HttpState, server: uvicorn.Server, idle_exit: float) -> None:
+    """Stop the server once nothing has been asked of it for `idle_exit` seconds."""
+    while True:  # wakes once a second at most: the check is two reads
+        idle = state.idle_for()
+        if idle >= idle_exit:
+            break
+        await anyio.sleep(min(idle_exit - idle, 1.0))
+    log.info("no call and no open request for %g s; exiting (--idle-exit)", idle_exit)
+    state.draining = True
+    server.should_exit = True
+
+
 async def serve_http(
     settings: Settings,
     store: ThreadStore | None = None,
     *,
     host: str | None = None,
     port: int | None = None,
+    idle_exit: float | None = None,
 ) -> None:
-    """Serve until SIGTERM/SIGINT; `host`/`port` override EXAI_HTTP_HOST/EXAI_HTTP_PORT."""
+    """Serve until SIGTERM/SIGINT; `host`/`port` override EXAI_HTTP_HOST/EXAI_HTTP_PORT.
+
+    `idle_exit` (seconds, 0 or None: never): exit after that long with no call and no open
+    request, as a daemon started by an attached stdio process does.
+    """
     host = settings.http_host if host is None else host
     port = settings.http_port if port is None else port
     problem = refuse_to_serve(settings, host)
@@ -628,7 +662,11 @@ async def serve_http(
     )
     server = _Uvicorn(config, state)
     try:
-        await server.serve()
+        async with anyio.create_task_group() as tg:
+            if idle_exit:
+                tg.start_soon(exit_when_idle, state, server, idle_exit)
+            await server.serve()
+            tg.cancel_scope.cancel()
     except SystemExit:  # uvicorn's way to fail start-up (address in use, ...): logged already
         server.started = False
     if not server.started:
