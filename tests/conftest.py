@@ -7,20 +7,26 @@ Provider code is exercised with the real `openai` SDK over real HTTP against
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
+import httpx2
 import pytest
+import uvicorn
 from fake_provider import FakeProvider
 from mcp import Client, StdioServerParameters
 
 from exai_mcp.config import Settings
 from exai_mcp.server import build_server
+from exai_mcp.transports.http import HttpState, build_app
 
 SETTING_PREFIXES = (
     "EXAI_",
@@ -181,3 +187,44 @@ async def raw_stdio_server(
         except TimeoutError:
             server.kill()
             await server.wait()
+
+
+# ----------------------------------------------------------------------------- HTTP
+
+
+@dataclass
+class Running:
+    url: str
+    port: int
+    state: HttpState
+
+    def rest(self, **kwargs: Any) -> httpx2.AsyncClient:
+        return httpx2.AsyncClient(base_url=self.url, timeout=10, **kwargs)
+
+
+@asynccontextmanager
+async def http_server(settings: Settings, host: str = "127.0.0.1") -> AsyncIterator[Running]:
+    """The app under uvicorn on an ephemeral port; stopped on exit (connections get 5 s)."""
+    app, state = build_app(settings, None, host)
+    config = uvicorn.Config(
+        app, host=host, port=0, log_config=None, lifespan="on", timeout_graceful_shutdown=5
+    )
+    server = uvicorn.Server(config)
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.serve)
+        await wait_until(lambda: server.started, timeout=10)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        try:
+            yield Running(f"http://127.0.0.1:{port}", port, state)
+        finally:
+            server.should_exit = True
+
+
+async def wait_until(predicate: Callable[[], bool], *, timeout: float) -> None:
+    """Poll (bounded in time) until predicate() holds."""
+    with anyio.fail_after(timeout):
+        while True:
+            if predicate():
+                return
+            await anyio.sleep(0.01)

@@ -6,7 +6,6 @@ fake provider runs there too); the start-up and shutdown tests run `python -m ex
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -14,21 +13,17 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx2
 import pytest
-import uvicorn
 from fake_provider import FakeProvider, Reply
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from exai_mcp.config import Settings
 from exai_mcp.errors import (
     BusyError,
     ConfigError,
@@ -37,48 +32,10 @@ from exai_mcp.errors import (
     ProviderUnavailable,
     UnknownTool,
 )
-from exai_mcp.transports.http import HttpState, build_app, status_for
-from tests.conftest import provider_env, settings_for
+from exai_mcp.transports.http import status_for
+from tests.conftest import http_server, provider_env, settings_for, wait_until
 
 TOKEN = "http-test-token-789"
-
-
-@dataclass
-class Running:
-    url: str
-    port: int
-    state: HttpState
-
-    def rest(self, **kwargs: Any) -> httpx2.AsyncClient:
-        return httpx2.AsyncClient(base_url=self.url, timeout=10, **kwargs)
-
-
-@asynccontextmanager
-async def http_server(settings: Settings, host: str = "127.0.0.1") -> AsyncIterator[Running]:
-    """The app under uvicorn on an ephemeral port; stopped on exit (connections get 5 s)."""
-    app, state = build_app(settings, None, host)
-    config = uvicorn.Config(
-        app, host=host, port=0, log_config=None, lifespan="on", timeout_graceful_shutdown=5
-    )
-    server = uvicorn.Server(config)
-    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(server.serve)
-        await wait_until(lambda: server.started, timeout=10)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        try:
-            yield Running(f"http://127.0.0.1:{port}", port, state)
-        finally:
-            server.should_exit = True
-
-
-async def wait_until(predicate: Callable[[], bool], *, timeout: float) -> None:
-    """Poll (bounded in time) until predicate() holds."""
-    with anyio.fail_after(timeout):
-        while True:
-            if predicate():
-                return
-            await anyio.sleep(0.01)
 
 
 def call_body(text: str) -> dict[str, Any]:
