@@ -10,7 +10,10 @@ to it over stdio with the official `mcp` client, and shows what an assistant wou
 5. 20 identical concurrent calls, which reach the provider once (single-flight);
 6. 20 distinct concurrent calls at 500 ms provider latency, which take about 0.5 s (with the
    concurrency limits raised above their defaults, which the demo says);
-7. the `status` tool's summary.
+7. the `status` tool's summary;
+8. two more windows, each a stdio `exai-mcp` with EXAI_DAEMON=spawn: the first starts one
+   shared `exai-mcp serve --http`, both attach to it, and the same question asked in both at
+   once reaches the provider once. The demo stops that daemon at the end.
 
 Exits 0 when every step worked, 1 with a message saying what failed otherwise. The server's
 own log (stderr) goes to a temporary file, printed only when something fails.
@@ -19,6 +22,9 @@ own log (stderr) goes to a temporary file, printed only when something fails.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import socket
 import sys
 import tempfile
 import textwrap
@@ -26,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+import httpx2
 from fake_provider import FakeProvider
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
@@ -33,7 +40,7 @@ from mcp.client.stdio import stdio_client
 LATENCY = 0.5  # seconds the fake provider "thinks" before answering
 CHUNK_DELAY = 0.05  # seconds between streamed chunks in steps 2-3, so progress shows
 CONCURRENT = 20
-DEMO_TIMEOUT = 60.0  # seconds for the whole demo, whatever happens
+DEMO_TIMEOUT = 90.0  # seconds for the whole demo, whatever happens
 CALL_TIMEOUT = 30.0  # seconds for one tool call
 # The defaults (8 global, 8 per client, 6 for Kimi) would run step 6 in waves.
 RAISED_LIMITS = {
@@ -52,7 +59,7 @@ class DemoError(Exception):
     """A step did not do what it should."""
 
 
-def server_params(fake: FakeProvider, tmp: Path) -> StdioServerParameters:
+def server_params(fake: FakeProvider, tmp: Path, **extra: str) -> StdioServerParameters:
     """`python -m exai_mcp` with an explicit environment: the stdio client forwards only a
     few variables (HOME, PATH, ...), so everything the server needs is passed here."""
     env = {
@@ -65,6 +72,7 @@ def server_params(fake: FakeProvider, tmp: Path) -> StdioServerParameters:
         # Raised above their defaults so step 6's calls all run at once; step 6 says so.
         **RAISED_LIMITS,
         "EXAI_LOG_LEVEL": "INFO",  # goes to the log file, not to this screen
+        **extra,
     }
     # cwd=tmp: a .env file in the checkout cannot change what the demo shows.
     return StdioServerParameters(
@@ -249,6 +257,51 @@ async def demo(errlog: TextIO, tmp: Path) -> None:
             if result.is_error or not isinstance(result.structured_content, dict):
                 raise DemoError("the status tool failed")
             show_status(result.structured_content)
+
+        await two_windows_one_daemon(fake, tmp, errlog)
+
+
+async def two_windows_one_daemon(fake: FakeProvider, tmp: Path, errlog: TextIO) -> None:
+    heading(8, "Two windows attached to one daemon (EXAI_DAEMON=spawn)")
+    url = f"http://127.0.0.1:{free_port()}"
+    params = server_params(fake, tmp, EXAI_DAEMON="spawn", EXAI_DAEMON_URL=url)
+    fake.reset()
+    question = {"text": "One more, from two windows: " + QUESTION, "model": KIMI_MODEL}
+    try:
+        async with (
+            Client(stdio_client(params, errlog=errlog), read_timeout_seconds=CALL_TIMEOUT) as one,
+            Client(stdio_client(params, errlog=errlog), read_timeout_seconds=CALL_TIMEOUT) as two,
+        ):
+            started = time.perf_counter()
+            (a, _), (b, _) = await asyncio.gather(analyze(one, question), analyze(two, question))
+            wall = time.perf_counter() - started
+        daemon = httpx2.get(f"{url}/health", timeout=5).json()
+    finally:
+        stop_daemon(url)
+    say(f"one window started exai-mcp serve --http at {url} (pid {daemon['pid']})", 3)
+    say(
+        f"both windows asked at once: answers {'identical' if a['analysis'] == b['analysis'] else 'DIFFERENT'}, "
+        f"provider requests: {fake.chat_count}, wall time {wall:.2f} s (daemon start included)",
+        3,
+    )
+    say("one cache, one single-flight table and one set of limits for every window", 3)
+    if fake.chat_count != 1 or a["analysis"] != b["analysis"]:
+        raise DemoError(f"two attached windows made {fake.chat_count} provider requests")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def stop_daemon(url: str) -> None:
+    """SIGTERM to the daemon the demo's windows started (it drains, then exits 0)."""
+    try:
+        pid = httpx2.get(f"{url}/health", timeout=5).json()["pid"]
+    except (httpx2.HTTPError, ValueError, KeyError):
+        return
+    os.kill(pid, signal.SIGTERM)
 
 
 def show_status(st: dict[str, Any]) -> None:
