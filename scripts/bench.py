@@ -22,6 +22,11 @@ the `mcp` SDK's stdio client, started once, warmed up, then timed:
 (f) (a) again over REST: 50 distinct concurrent `POST /api/v1/execute` calls at 200 ms to
     `exai-mcp serve --http` (same settings, its own state DB), made with `httpx2.AsyncClient`,
     against (a)'s stdio figure from the same run: the HTTP adapter must cost under 1.2x.
+(g) sequential calls at 0 ms through an attached stdio shim (EXAI_DAEMON=require, forwarding
+    to the `serve --http` of (f)) against direct stdio (the cache-on server of (a)), every call
+    distinct, interleaved round by round: the ratio, and the milliseconds the hop adds per call.
+(h) three shims and one REST client sending the same 20 distinct calls at once (80 calls) at
+    200 ms: provider requests per distinct call (the daemon's single-flight: 1).
 (e) memory: exai-mcp's resident memory (from its `status` tool) after 1,000 and 2,000 distinct
     calls; with the result cache full, the second thousand must add under 5 %. Also shown
     against the bare server's resident memory at rest.
@@ -69,6 +74,8 @@ C_ROUNDS, C_PER_ROUND, C_TARGET = 5, 60, 0.7
 D_CALLS, D_LATENCY, D_REPS, D_TARGET = 20, 0.5, 3, 10.0
 E_CALLS, E_BURST, E_TARGET = 2000, 50, 0.05  # distinct calls; at once; RSS growth allowed
 F_TARGET = 1.2  # (f) REST wall time / (a) stdio wall time
+G_ROUNDS, G_PER_ROUND = 5, 40  # (g) sequential calls, each path, interleaved
+H_CALLS, H_SHIMS, H_LATENCY, H_TARGET = 20, 3, 0.2, 1.0  # provider requests per distinct call
 HTTP_START_TIMEOUT = 20.0  # seconds for `serve --http` to print its address
 HTTP_STOP_TIMEOUT = 10.0  # seconds for it to exit after SIGTERM before it is killed
 
@@ -186,6 +193,18 @@ async def http_server(fake: FakeProvider, tmp: Path, errlog: TextIO) -> Any:
                 raise BenchError(f"exai-mcp serve --http exited {code} after SIGTERM")
         if drainer is not None:
             await drainer
+
+
+def shim_params(fake: FakeProvider, tmp: Path, url: str, n: int) -> StdioServerParameters:
+    """A stdio exai-mcp attached to the daemon at `url` (EXAI_DAEMON=require)."""
+    env = {
+        **exai_env(fake, tmp, cache=True, db=f"shim{n}"),
+        "EXAI_DAEMON": "require",
+        "EXAI_DAEMON_URL": url,
+    }
+    return StdioServerParameters(
+        command=sys.executable, args=["-m", "exai_mcp"], env=env, cwd=str(tmp)
+    )
 
 
 def connect(params: StdioServerParameters, errlog: TextIO) -> Client:
@@ -360,6 +379,60 @@ async def run_f(url: str, fake: FakeProvider, a_row: Row) -> Row:
     )
 
 
+async def run_g(shim: Client, exai: Client, fake: FakeProvider) -> Row:
+    """Sequential distinct calls at 0 ms: through a shim and the daemon, and direct stdio."""
+    fake.latency = 0.0
+    paths = {"direct": exai, "shim": shim}
+    samples: dict[str, list[float]] = {name: [] for name in paths}
+    for r in range(G_ROUNDS):
+        for name, client in paths.items():
+            for i in range(G_PER_ROUND):
+                args = {"text": f"g {name} {r}.{i}", "model": KIMI}
+                samples[name].append(await timed(lambda c=client, a=args: call(c, "analyze", a)))
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    ratio = med["direct"] / med["shim"]  # calls/s through the shim, as a share of direct
+    added_ms = (med["shim"] - med["direct"]) * 1000
+    return Row(
+        "g",
+        f"sequential calls at 0 ms through an attached shim vs direct stdio ({G_ROUNDS * G_PER_ROUND} each)",
+        f"{med['shim'] * 1000:.2f} vs {med['direct'] * 1000:.2f} ms/call = {ratio:.2f}x the "
+        f"calls/s; the hop adds {added_ms:.2f} ms",
+        "info",
+        None,
+        {
+            "median_ms": {k: round(v * 1000, 3) for k, v in med.items()},
+            "ratio_calls_per_sec": round(ratio, 3),
+            "added_ms": round(added_ms, 3),
+            "samples_ms": {k: [round(s * 1000, 3) for s in v] for k, v in samples.items()},
+        },
+    )
+
+
+async def run_h(shims: list[Client], url: str, fake: FakeProvider) -> Row:
+    """Three shims and a REST client send the same distinct calls at once: one request each."""
+    fake.latency = H_LATENCY
+    fake.reset()
+    args = analyze_args("h shared", H_CALLS)
+    async with httpx2.AsyncClient(base_url=url, timeout=CALL_TIMEOUT) as http:
+        started = time.perf_counter()
+        await asyncio.gather(
+            *(call(shim, "analyze", a) for shim in shims for a in args),
+            *(rest_call(http, "analyze", a) for a in args),
+        )
+        wall = time.perf_counter() - started
+    per_call = fake.chat_count / H_CALLS
+    total = H_CALLS * (len(shims) + 1)
+    return Row(
+        "h",
+        f"{len(shims)} shims + 1 REST client, the same {H_CALLS} calls at once ({total} calls)",
+        f"{fake.chat_count} provider requests for {H_CALLS} distinct calls = {per_call:.2f} "
+        f"each; wall {wall:.3f} s",
+        f"{H_TARGET:g} per call",
+        per_call == H_TARGET,
+        {"provider_requests": fake.chat_count, "distinct": H_CALLS, "wall_s": round(wall, 4)},
+    )
+
+
 async def run_b(exai: Client, fake: FakeProvider) -> Row:
     fake.latency = B_LATENCY
     requests, walls = [], []
@@ -484,6 +557,19 @@ async def run(errlog: TextIO, tmp: Path, progress: Callable[[str], None]) -> dic
             rows.insert(0, a_row)
             progress("(f) 50 concurrent calls over REST (serve --http)")
             f_row = await run_f(http_url, fake, a_row)
+            async with contextlib.AsyncExitStack() as stack:
+                shims = [
+                    await stack.enter_async_context(
+                        connect(shim_params(fake, tmp, http_url, n), errlog)
+                    )
+                    for n in range(H_SHIMS)
+                ]
+                for i in range(20):
+                    await call(shims[0], "analyze", {"text": f"shim warm-up {i}", "model": KIMI})
+                progress("(g) sequential calls through an attached shim")
+                g_row = await run_g(shims[0], exai, fake)
+                progress("(h) three shims and a REST client, the same calls at once")
+                h_row = await run_h(shims, http_url, fake)
             progress("(b) 20 identical calls")
             rows.insert(1, await run_b(exai, fake))
             progress(f"(e) memory over {E_CALLS} calls")
@@ -499,7 +585,7 @@ async def run(errlog: TextIO, tmp: Path, progress: Callable[[str], None]) -> dic
             blocking_wall, blocking_peak = await run_d_blocking(blocking, fake)
         rows.append(d_row(exai_walls, blocking_wall, blocking_peak))
         rows.append(e_row)
-        rows.append(f_row)
+        rows += [f_row, g_row, h_row]
     for name, state in after.items():
         if state["inflight"] or state["permits_in_use"]:
             raise BenchError(f"exai-mcp ({name}) did not settle after the runs: {state}")
