@@ -129,6 +129,7 @@ async def run(check_timeout: float, out: TextIO) -> int:
     timeouts = settings.timeouts()
     hierarchy_ok = show_timeouts(report, timeouts)
     await show_providers(report, settings, check_timeout)
+    await show_daemon(report, settings)
     show_client_snippets(report, settings, timeouts, hierarchy_ok)
     return finish(report)
 
@@ -272,6 +273,11 @@ def show_timeouts(report: Report, t: Timeouts) -> bool:
             for spec in PROVIDERS
         ),
         ("server deadline", f"{t.server_deadline} s", "ceil(1.5 T): a request ends by then"),
+        *(
+            [("shim waits", f"{t.shim} s", "ceil(2 T): an attached stdio process (EXAI_DAEMON)")]
+            if t.attached
+            else []
+        ),
         ("client must wait", f"{t.client_minimum} s", "ceil(2.5 T): set your client to this"),
         (
             "client configured",
@@ -449,6 +455,31 @@ def checkout_root() -> Path | None:
     return None
 
 
+async def show_daemon(report: Report, settings: Settings) -> None:
+    """With EXAI_DAEMON set: whether the daemon answers, and what a stdio start will do."""
+    if settings.daemon == "off":
+        return
+    from exai_mcp.transports.daemon import Daemon
+
+    daemon = Daemon.from_settings(settings)
+    report.heading(f"Daemon (EXAI_DAEMON={settings.daemon})")
+    answers = await daemon.answers()
+    report.line(f"  {daemon.url}: {'answers /health' if answers else 'does not answer'}")
+    if answers:
+        report.line("  ok: stdio starts will attach to it and share its cache and limits")
+    elif settings.daemon == "auto":
+        report.line("  stdio starts will serve in their own process until it runs")
+    elif settings.daemon == "require":
+        report.problem(
+            f"every call will fail until `exai-mcp serve --http` runs at {daemon.url}, or "
+            "set EXAI_DAEMON=spawn"
+        )
+    elif problem := daemon.spawn_problem():
+        report.problem(problem)
+    else:
+        report.line(f"  the first stdio start will start it (log: {daemon.log_path})")
+
+
 def snippet_env(settings: Settings, t: Timeouts) -> dict[str, str]:
     """Placeholders for the keys, non-default base URLs, and the timeout variables."""
     providers = settings.configured_providers() or settings.providers()
@@ -459,6 +490,8 @@ def snippet_env(settings: Settings, t: Timeouts) -> dict[str, str]:
         if provider.base_url != spec.base_url_default:
             env[spec.base_url_variable] = provider.base_url
     env["WORKFLOW_TOOL_TIMEOUT_SECS"] = _fmt(t.tool)
+    if settings.daemon != "off":
+        env["EXAI_DAEMON"] = settings.daemon
     for var, value in t.bounded():
         if var not in t.defaulted:
             env[var] = _fmt(value)

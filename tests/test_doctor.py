@@ -250,8 +250,24 @@ async def test_a_store_the_server_cannot_open_makes_doctor_fail_with_the_servers
     assert [r.path for r in fake.requests] == ["/v1/models"]  # it still checked the rest
 
 
+async def test_an_attached_set_up_says_whether_the_daemon_answers(tmp_path: Path) -> None:
+    url = closed_port_url().removesuffix("/v1")
+    env = {"KIMI_API_KEY": "kimi-key", "KIMI_BASE_URL": closed_port_url(), "EXAI_DAEMON_URL": url}
+    required = await run_doctor({**env, "EXAI_DAEMON": "require"}, tmp_path)
+    auto = await run_doctor({**env, "EXAI_DAEMON": "auto"}, tmp_path)
+
+    assert f"{url}: does not answer" in required.output
+    assert "every call will fail until `exai-mcp serve --http` runs" in required.output
+    assert "shim waits" in required.output and "ceil(2 T)" in required.output
+    assert "serve in their own process until it runs" in auto.output
+    assert '"EXAI_DAEMON": "auto"' in auto.output  # the client snippet keeps the mode
+
+
 def test_doctor_does_not_import_the_server() -> None:
-    code = "import sys, exai_mcp.doctor; print('exai_mcp.server' in sys.modules)"
+    code = (
+        "import sys, exai_mcp.doctor, exai_mcp.transports.daemon; "
+        "print('exai_mcp.server' in sys.modules)"
+    )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=DOCTOR_WAIT
     )

@@ -31,7 +31,7 @@ import platformdirs
 
 from exai_mcp.config import Settings
 from exai_mcp.errors import DaemonUnavailable
-from exai_mcp.transports.http import is_loopback
+from exai_mcp.transports.addresses import is_loopback
 
 log = logging.getLogger("exai_mcp.daemon")
 

@@ -25,7 +25,6 @@ endpoint but /health needs `Authorization: Bearer <token>`. On SIGTERM/SIGINT ne
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import json
 import logging
 import os
@@ -73,21 +72,11 @@ from exai_mcp.server import (
 )
 from exai_mcp.services import Services
 from exai_mcp.store.threads import ThreadStore
+from exai_mcp.transports.addresses import LOOPBACK_NAMES, WILDCARD_HOSTS, is_loopback
 
 log = logging.getLogger("exai_mcp.http")
 
-LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
-WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
 DEFAULT_REST_CLIENT = "rest"
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def refuse_to_serve(settings: Settings, host: str) -> str | None:
