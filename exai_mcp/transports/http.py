@@ -650,14 +650,14 @@ async def serve_http(
         timeout_graceful_shutdown=settings.shutdown_grace,
     )
     server = _Uvicorn(config, state)
-    try:
-        async with anyio.create_task_group() as tg:
-            if idle_exit:
-                tg.start_soon(exit_when_idle, state, server, idle_exit)
+    async with anyio.create_task_group() as tg:
+        if idle_exit:
+            tg.start_soon(exit_when_idle, state, server, idle_exit)
+        try:
             await server.serve()
-            tg.cancel_scope.cancel()
-    except SystemExit:  # uvicorn's way to fail start-up (address in use, ...): logged already
-        server.started = False
+        except SystemExit:  # uvicorn's way to fail start-up (address in use, ...): logged
+            server.started = False
+        tg.cancel_scope.cancel()
     if not server.started:
         raise ConfigError(
             f"could not listen on {host}:{port} (see the error above); choose another "
