@@ -155,7 +155,9 @@ async def test_an_mcp_session_a_rest_call_and_a_shim_share_one_provider_request(
                     tg.start_soon(over_rest)
                     await wait_until(lambda: pipeline.stats()["coalesced_waiters"] >= 2, timeout=10)
                     fake.release()
-            # Attached: the shim's status is the daemon's, which counts all three calls.
+            # One cache too: the shim's next ask is a hit on what the session's call stored.
+            again = await shim.call_tool("analyze", {"text": "shared"})
+            # Attached: the shim's status is the daemon's, which counts every call.
             status = (await shim.call_tool("status", {})).structured_content
     assert fake.chat_count == 1
     assert not results["shim"].is_error and not results["mcp"].is_error
@@ -167,7 +169,8 @@ async def test_an_mcp_session_a_rest_call_and_a_shim_share_one_provider_request(
     }
     assert len(answers) == 1
     assert [c for c in results["clients"] if c.startswith("stdio-")], results["clients"]
-    assert status["calls"]["count"] >= 3
+    assert again.structured_content["cached"] is True
+    assert status["calls"]["count"] >= 4
 
 
 async def test_progress_reaches_the_stdio_client_and_a_cancel_stops_the_provider(
