@@ -31,6 +31,7 @@ SETTING_PREFIXES = (
     "ZAI_",
     "WORKFLOW_",
     "EXPERT_",
+    "OTEL_",
 )
 
 
