@@ -134,19 +134,23 @@ class ObserveCacheLookup:
         if not self.obs.tracing.enabled or call.key is None:
             return await self.layer(call, call_next)
         span = self.obs.tracing.start("exai.cache_lookup")
+        missed = False
 
-        async def missed(c: Call) -> Any:
+        async def on_miss(c: Call) -> Any:
+            nonlocal missed
+            missed = True
             span.set("exai.cache.hit", False)
             span.end()
             return await call_next(c)
 
         try:
-            result = await self.layer(call, missed)
+            result = await self.layer(call, on_miss)
         except BaseException as exc:
-            span.end(exc)
+            span.end(exc)  # nothing if the miss ended it
             raise
-        span.set("exai.cache.hit", True)
-        span.end()  # nothing if the miss ended it
+        if not missed:
+            span.set("exai.cache.hit", True)
+            span.end()
         return result
 
 
