@@ -8,6 +8,7 @@ production. The server is the real one over in-memory JSON-RPC, so the SDK's own
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -163,10 +164,15 @@ async def test_with_tracing_off_nothing_is_recorded_and_no_traceparent_is_sent(
     assert "traceparent" not in fake.chat_requests[0].headers
 
 
-async def test_a_rest_call_gets_a_root_span_of_its_own(
-    fake: FakeProvider, tmp_path: Path, spans: InMemorySpanExporter
+async def test_a_rest_call_gets_a_root_span_of_its_own_and_its_log_line_the_trace_id(
+    fake: FakeProvider,
+    tmp_path: Path,
+    spans: InMemorySpanExporter,
+    caplog: pytest.LogCaptureFixture,
 ):
-    async with http_server(traced_settings(fake, tmp_path)) as srv, srv.rest() as http:
+    caplog.set_level(logging.INFO, logger="exai_mcp.calls")
+    settings = traced_settings(fake, tmp_path, EXAI_LOG_FORMAT="json")
+    async with http_server(settings) as srv, srv.rest() as http:
         with anyio.fail_after(20):
             reply = await http.post("/api/v1/execute", json=call_body("over rest"))
     assert reply.json()["isError"] is False
@@ -176,3 +182,5 @@ async def test_a_rest_call_gets_a_root_span_of_its_own(
     assert root.attributes["exai.client"] == "rest"
     (sharing,) = named(finished, "exai.singleflight")
     assert parent_of(sharing) == root.context.span_id
+    (line,) = [r for r in caplog.records if r.getMessage() == "call finished"]
+    assert line.trace_id == format(root.context.trace_id, "032x")  # type: ignore[attr-defined]

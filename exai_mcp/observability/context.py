@@ -25,6 +25,8 @@ class CallRecord:
     retries: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    trace_id: str | None = None
+    """The call's trace, kept for its log line (written after its span has ended)."""
 
     @property
     def coalesced(self) -> bool:

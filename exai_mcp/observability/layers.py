@@ -90,6 +90,7 @@ class ObserveCall:
     async def _within(self, span: Span, call: Call, call_next: Next, record: CallRecord) -> Any:
         span.set("exai.request_id", call.request_id)
         span.set("exai.client", call.client)
+        record.trace_id = self.obs.tracing.trace_id()
         result = None
         try:
             result = await call_next(call)
@@ -121,6 +122,7 @@ class ObserveCall:
                 "tool": call.tool,
                 "request_id": call.request_id,
                 "client": call.client,
+                "trace_id": record.trace_id,
             },
         )
 

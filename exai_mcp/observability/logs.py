@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 
 from exai_mcp.observability.context import current_call
@@ -43,7 +44,7 @@ class JsonLines(logging.Formatter):
                 value = getattr(call, name)
             if value is not None:
                 entry[name] = value
-        trace_id = current_trace_id()
+        trace_id = getattr(record, "trace_id", None) or current_trace_id()
         if trace_id is not None:
             entry["trace_id"] = trace_id
         fields = getattr(record, "exai", None)
@@ -55,3 +56,14 @@ class JsonLines(logging.Formatter):
             entry["exc"] = record.exc_text
         line = json.dumps(entry, default=str, ensure_ascii=False)
         return self.redactor.redact(line) if self.redactor is not None else line
+
+
+def announce(message: str, *, log_format: str) -> None:
+    """A line for the operator whatever the log level ("listening on ..."), in the log format."""
+    if log_format == "json":
+        now = time.time()
+        stamp = (
+            time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+        )
+        message = json.dumps({"ts": stamp, "level": "INFO", "logger": "exai_mcp", "msg": message})
+    print(message, file=sys.stderr, flush=True)

@@ -30,7 +30,6 @@ import ipaddress
 import json
 import logging
 import signal
-import sys
 import threading
 import time
 import uuid
@@ -65,6 +64,7 @@ from exai_mcp.errors import (
 )
 from exai_mcp.middleware.deadline import Deadline
 from exai_mcp.observability.endpoint import MetricsEndpoint
+from exai_mcp.observability.logs import announce
 from exai_mcp.observability.metrics import metrics_registry
 from exai_mcp.server import (
     TOOLS,
@@ -603,7 +603,10 @@ class _Uvicorn(uvicorn.Server):
             for sock in server.sockets:
                 host, port = sock.getsockname()[:2]
                 shown = f"[{host}]" if ":" in host else host
-                print(f"exai-mcp: listening on http://{shown}:{port}", file=sys.stderr, flush=True)
+                announce(
+                    f"exai-mcp: listening on http://{shown}:{port}",
+                    log_format=self.state.settings.log_format,
+                )
 
 
 async def serve_http(
