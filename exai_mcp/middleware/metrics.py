@@ -140,6 +140,13 @@ class ProviderStats:
         }
 
 
+def outcome_of(result: object, error: BaseException | None) -> str:
+    """A finished call's outcome, one of `OUTCOMES`."""
+    if error is None:
+        return "cached" if getattr(result, "cached", False) else "ok"
+    return "cancelled" if isinstance(error, anyio.get_cancelled_exc_class()) else "error"
+
+
 class CountCalls:
     """Layer: every call's outcome and its time from arrival, whatever happened below."""
 
@@ -147,15 +154,15 @@ class CountCalls:
         self.stats = stats
 
     async def __call__(self, call: Call, call_next: Next) -> object:
-        outcome = "error"
+        result: object = None
+        error: BaseException | None = None
         self.stats.in_flight += 1
         try:
             result = await call_next(call)
-            outcome = "cached" if getattr(result, "cached", False) else "ok"
             return result
-        except anyio.get_cancelled_exc_class():
-            outcome = "cancelled"
+        except BaseException as exc:
+            error = exc
             raise
         finally:
             self.stats.in_flight -= 1
-            self.stats.record(call.tool, call.deadline.elapsed(), outcome=outcome)
+            self.stats.record(call.tool, call.deadline.elapsed(), outcome=outcome_of(result, error))

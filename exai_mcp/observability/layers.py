@@ -7,7 +7,7 @@ Each wraps one existing layer (or stands alone) and changes nothing about what i
     ObserveSharing(obs, ShareIdenticalCalls)  span: leader or joined (linked to the leader)
     ObserveAttempts(obs, RetryAttempts)       span per attempt: model, attempt number, tokens
     ObservePermitWait(obs, ProviderLimit)     histogram + span: time waited, queue position
-    ObserveRequest(obs, CallProvider)         the record's provider requests and tokens
+    ObserveRequest(CallProvider)              the record's provider requests and tokens
 
 A wrapper sees when the layer it wraps hands the call on (it intercepts `call_next`), which
 is when a lookup missed or a permit was granted. With tracing off each wrapper does one
@@ -22,10 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import anyio
-
 from exai_mcp.middleware.call import Call, Layer, Next
 from exai_mcp.middleware.limits import TrackedLimiter
+from exai_mcp.middleware.metrics import outcome_of
 from exai_mcp.observability.context import CallRecord, current_call
 from exai_mcp.observability.metrics import LimitWaits
 from exai_mcp.observability.tracing import NO_TRACING, Span, Tracing
@@ -41,12 +40,6 @@ class Observability:
     log_calls: bool = False
     """One structured line per finished call (EXAI_LOG_FORMAT=json)."""
     limit_waits: LimitWaits = field(default_factory=LimitWaits)
-
-
-def outcome_of(result: object | None, error: BaseException | None) -> str:
-    if error is None:
-        return "cached" if getattr(result, "cached", False) else "ok"
-    return "cancelled" if isinstance(error, anyio.get_cancelled_exc_class()) else "error"
 
 
 class ObserveCall:
