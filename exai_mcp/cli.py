@@ -22,8 +22,9 @@ if TYPE_CHECKING:
 EXIT_CONFIG = 2
 
 
-def configure_logging(level: str, secrets: Iterable[str] = ()) -> None:
-    """Every log line to stderr (stdout carries JSON-RPC only), with the API keys masked."""
+def configure_logging(level: str, secrets: Iterable[str] = (), log_format: str = "text") -> None:
+    """Every log line to stderr (stdout carries JSON-RPC only), with the API keys masked;
+    `log_format="json"`: one JSON object per line (EXAI_LOG_FORMAT)."""
     logging.basicConfig(
         level=level.upper(),
         stream=sys.stderr,
@@ -32,7 +33,12 @@ def configure_logging(level: str, secrets: Iterable[str] = ()) -> None:
     for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "openai", "mcp"):
         if logging.getLogger(noisy).level == logging.NOTSET:
             logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
-    install_log_redaction(secrets)
+    redacting = install_log_redaction(secrets)
+    if log_format == "json":
+        from exai_mcp.observability.logs import JsonLines
+
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonLines(redacting.redactor))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -118,6 +124,7 @@ def main(argv: list[str] | None = None) -> None:
             *(p.api_key.get_secret_value() for p in settings.configured_providers() if p.api_key),
             *([settings.http_token.get_secret_value()] if settings.http_token else []),
         ],
+        log_format=settings.log_format,
     )
     log = logging.getLogger("exai_mcp")
     timeouts = settings.timeouts()

@@ -50,6 +50,7 @@ SHIM_RATIO = 2.0
 CLIENT_RATIO = 2.5
 DAEMON_MODES = ("off", "auto", "require", "spawn")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("text", "json")
 
 
 def _env(*names: str) -> AliasChoices:
@@ -68,6 +69,27 @@ class Settings(BaseSettings):
     )
 
     log_level: str = Field("INFO", validation_alias=_env("EXAI_LOG_LEVEL"))
+    log_format: str = Field(
+        "text",
+        validation_alias=_env("EXAI_LOG_FORMAT"),
+        description="`text` (human-readable, the default) or `json`: one JSON object per "
+        "line on stderr, and one line per finished call.",
+    )
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        validation_alias=_env("EXAI_METRICS_PORT"),
+        description="In stdio mode, serve Prometheus /metrics on 127.0.0.1 at this port "
+        "(0: any free port, logged). Unset: no metrics server. `serve --http` always has "
+        "/metrics.",
+    )
+    otel_endpoint: str | None = Field(
+        None,
+        validation_alias=_env("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        description="Export OpenTelemetry traces over OTLP http/protobuf to this collector "
+        "(needs the exai-mcp[otel] extra). Unset: no tracing at all.",
+    )
 
     # Per provider, named by its spec in exai_mcp.providers.registry (checked at import below):
     # <name>_api_key, _base_url, _default_model, _max_inflight, _timeout. Read them through
@@ -227,6 +249,14 @@ class Settings(BaseSettings):
                 "/mcp and /health itself"
             )
         return f"{parts.scheme}://{parts.netloc}"
+
+    @field_validator("log_format")
+    @classmethod
+    def _known_log_format(cls, value: str) -> str:
+        fmt = value.strip().lower()
+        if fmt not in LOG_FORMATS:
+            raise ValueError(f"must be one of {', '.join(LOG_FORMATS)}")
+        return fmt
 
     @field_validator("allowed_roots", mode="before")
     @classmethod

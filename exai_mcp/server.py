@@ -43,6 +43,8 @@ from exai_mcp.middleware.pool import ProviderPool
 from exai_mcp.middleware.progress import SendProgress
 from exai_mcp.middleware.retry import RetryPolicy
 from exai_mcp.middleware.singleflight import SingleFlight
+from exai_mcp.observability.layers import Observability
+from exai_mcp.observability.tracing import tracing_for
 from exai_mcp.providers.catalog import ModelCatalog
 from exai_mcp.providers.registry import create_providers
 from exai_mcp.redact import Redactor
@@ -113,6 +115,10 @@ def build_services(settings: Settings, task_group: TaskGroup, store: ThreadStore
         progress_interval=settings.progress_interval,
         redactor=Redactor(
             p.api_key.get_secret_value() for p in settings.configured_providers() if p.api_key
+        ),
+        observability=Observability(
+            tracing=tracing_for(settings.otel_endpoint, version=__version__),
+            log_calls=settings.log_format == "json",
         ),
     )
     return Services(

@@ -37,6 +37,7 @@ SETTING_PREFIXES = (
     "ZAI_",
     "WORKFLOW_",
     "EXPERT_",
+    "OTEL_",
 )
 
 

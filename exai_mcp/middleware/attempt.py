@@ -8,6 +8,8 @@ provider stops working on it.
 
 from __future__ import annotations
 
+import time
+
 import anyio
 
 from exai_mcp.errors import DeadlineExceeded, ProviderError, ProviderTimeout
@@ -39,19 +41,32 @@ class CallProvider:
                 else f"{label}: {tokens} received"
             )
 
-        stats.requests += 1
         call.report(f"calling {label}")
-        with anyio.move_on_after(timeout):
-            try:
-                result = await self.pool.providers[name].complete(
-                    call.chat, timeout=timeout, on_tokens=on_tokens
-                )
-            except ProviderError as exc:
-                stats.errors[exc.kind] += 1
-                raise
-            stats.successes += 1
-            return result
-        stats.errors[ProviderTimeout.kind] += 1
-        raise ProviderTimeout(
-            f"{label} did not finish within {timeout:.1f} s", provider=name, model=call.model.id
-        )
+        started = time.monotonic()
+        status, result = "error", None
+        try:
+            with anyio.move_on_after(timeout):
+                try:
+                    result = await self.pool.providers[name].complete(
+                        call.chat, timeout=timeout, on_tokens=on_tokens
+                    )
+                except ProviderError as exc:
+                    status = exc.kind
+                    raise
+                except anyio.get_cancelled_exc_class():
+                    status = "cancelled"  # or, if the attempt timeout fired, a timeout below
+                    raise
+                status = "ok"
+                return result
+            status = ProviderTimeout.kind
+            raise ProviderTimeout(
+                f"{label} did not finish within {timeout:.1f} s", provider=name, model=call.model.id
+            )
+        finally:
+            stats.record_request(
+                call.model.id,
+                status,
+                time.monotonic() - started,
+                input_tokens=result.prompt_tokens if result else 0,
+                output_tokens=result.completion_tokens if result else 0,
+            )

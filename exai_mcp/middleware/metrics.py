@@ -1,29 +1,71 @@
-"""Counters the `status` tool reports: calls and their latency, provider requests and errors."""
+"""Counters the `status` tool and `/metrics` both report: one record per event, read by both.
+
+Calls and provider requests are counted here, where the pipeline records them; the
+Prometheus collector (`exai_mcp.observability.metrics`) reads these objects at scrape time.
+The histograms are `prometheus_client` histograms that belong to no registry: each server's
+own registry exposes them, so several servers in one process never share a series.
+"""
 
 from __future__ import annotations
 
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
+import anyio
+from prometheus_client import Histogram
+
 from exai_mcp.middleware.call import Call, Next
+
+CALL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 600)
+"""Seconds, from 5 ms (a cache hit) to 600 s (beyond any server deadline)."""
+
+OUTCOMES = ("ok", "error", "cancelled", "cached")
+
+
+def _call_histogram() -> Histogram:
+    return Histogram(
+        "exai_tool_call_duration_seconds",
+        "Time from a tool call's arrival to its answer, by tool.",
+        ["tool"],
+        registry=None,
+        buckets=CALL_BUCKETS,
+    )
+
+
+def _request_histogram() -> Histogram:
+    return Histogram(
+        "exai_provider_request_duration_seconds",
+        "Time of one provider HTTP request (one attempt), from holding its permits.",
+        registry=None,
+        buckets=CALL_BUCKETS,
+    )
 
 
 @dataclass(slots=True)
 class CallStats:
-    count: int = 0
-    errors: int = 0
-    _durations: deque[float] = field(default_factory=lambda: deque(maxlen=2048))
+    outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """(tool, outcome) -> calls finished so; outcome is one of `OUTCOMES`."""
+    in_flight: int = 0
+    durations: Histogram = field(default_factory=_call_histogram)
+    _recent: deque[float] = field(default_factory=lambda: deque(maxlen=2048))
 
-    def record(self, seconds: float, *, ok: bool) -> None:
-        self.count += 1
-        if not ok:
-            self.errors += 1
-        self._durations.append(seconds)
+    def record(self, tool: str, seconds: float, *, outcome: str) -> None:
+        self.outcomes[tool, outcome] += 1
+        self.durations.labels(tool).observe(seconds)
+        self._recent.append(seconds)
+
+    @property
+    def count(self) -> int:
+        return sum(self.outcomes.values())
+
+    @property
+    def errors(self) -> int:
+        return sum(n for (_tool, outcome), n in self.outcomes.items() if outcome == "error")
 
     def percentile(self, q: float) -> float | None:
-        if not self._durations:
+        if not self._recent:
             return None
-        ordered = sorted(self._durations)
+        ordered = sorted(self._recent)
         index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
         return ordered[index]
 
@@ -32,6 +74,7 @@ class CallStats:
         return {
             "count": self.count,
             "errors": self.errors,
+            "in_flight": self.in_flight,
             "p50_ms": None if p50 is None else round(p50 * 1000, 1),
             "p95_ms": None if p95 is None else round(p95 * 1000, 1),
         }
@@ -39,10 +82,53 @@ class CallStats:
 
 @dataclass(slots=True)
 class ProviderStats:
-    requests: int = 0
-    retries: int = 0
-    successes: int = 0
-    errors: Counter[str] = field(default_factory=Counter)
+    """One provider's requests. `status` of a request is "ok", "cancelled" or the error kind."""
+
+    by_status: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """(model, status) -> requests; the model as asked for, folded by the reader."""
+    retry_reasons: Counter[str] = field(default_factory=Counter)
+    tokens: Counter[str] = field(default_factory=Counter)
+    """"input" and "output" tokens, as the GenAI semantic conventions name them."""
+    durations: Histogram = field(default_factory=_request_histogram)
+
+    def record_request(
+        self,
+        model: str,
+        status: str,
+        seconds: float,
+        *,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+    ) -> None:
+        self.by_status[model, status] += 1
+        self.durations.observe(seconds)
+        if input_tokens:
+            self.tokens["input"] += input_tokens
+        if output_tokens:
+            self.tokens["output"] += output_tokens
+
+    def record_retry(self, exc: BaseException) -> None:
+        self.retry_reasons[getattr(exc, "kind", type(exc).__name__)] += 1
+
+    @property
+    def requests(self) -> int:
+        return sum(self.by_status.values())
+
+    @property
+    def successes(self) -> int:
+        return sum(n for (_model, status), n in self.by_status.items() if status == "ok")
+
+    @property
+    def retries(self) -> int:
+        return sum(self.retry_reasons.values())
+
+    @property
+    def errors(self) -> Counter[str]:
+        out: Counter[str] = Counter()
+        for (_model, status), n in self.by_status.items():
+            if status not in ("ok", "cancelled"):
+                out[status] += n
+        return out
 
     def snapshot(self) -> dict[str, object]:
         return {
@@ -50,7 +136,15 @@ class ProviderStats:
             "retries": self.retries,
             "successes": self.successes,
             "errors": dict(self.errors),
+            "tokens": dict(self.tokens),
         }
+
+
+def outcome_of(result: object, error: BaseException | None) -> str:
+    """A finished call's outcome, one of `OUTCOMES`."""
+    if error is None:
+        return "cached" if getattr(result, "cached", False) else "ok"
+    return "cancelled" if isinstance(error, anyio.get_cancelled_exc_class()) else "error"
 
 
 class CountCalls:
@@ -60,10 +154,15 @@ class CountCalls:
         self.stats = stats
 
     async def __call__(self, call: Call, call_next: Next) -> object:
-        ok = False
+        result: object = None
+        error: BaseException | None = None
+        self.stats.in_flight += 1
         try:
             result = await call_next(call)
-            ok = True
             return result
+        except BaseException as exc:
+            error = exc
+            raise
         finally:
-            self.stats.record(call.deadline.elapsed(), ok=ok)
+            self.stats.in_flight -= 1
+            self.stats.record(call.tool, call.deadline.elapsed(), outcome=outcome_of(result, error))

@@ -28,6 +28,15 @@ from exai_mcp.middleware.retry import RetryAttempts, RetryPolicy
 from exai_mcp.middleware.routing import RouteToProvider
 from exai_mcp.middleware.singleflight import ShareIdenticalCalls, SingleFlight
 from exai_mcp.middleware.tool import RunTool
+from exai_mcp.observability.layers import (
+    Observability,
+    ObserveAttempts,
+    ObserveCacheLookup,
+    ObserveCall,
+    ObservePermitWait,
+    ObserveRequest,
+    ObserveSharing,
+)
 from exai_mcp.providers.catalog import ModelCatalog
 from exai_mcp.redact import Redactor
 
@@ -60,6 +69,7 @@ class Pipeline:
         max_output_tokens: int,
         progress_interval: float,
         redactor: Redactor,
+        observability: Observability | None = None,
     ) -> None:
         self.server_deadline = server_deadline
         self.cache = cache
@@ -67,23 +77,27 @@ class Pipeline:
         self.global_limit = global_limit
         self.client_limits = client_limits
         self.calls = CallStats()
+        obs = self.observability = observability or Observability()
+        limits = dict(pool.limits)
         self.layers: list[Layer] = [
             ReportProgress(progress_interval),  # this caller's progress, if it asked
             EnforceDeadline(),  # this caller's deadline, from its arrival
+            ObserveCall(obs),  # the caller's record, span and log line (observability/)
             CountCalls(self.calls),  # outcome and latency, whatever happens below
             RunTool(),  # plan the call; finish it for this caller (its own thread)
             ClientLimit(client_limits),  # a busy client queues behind itself; then the cache
-            ServeFromCache(cache),  # an answer already known costs nothing
-            ShareIdenticalCalls(flights),  # one execution for identical calls; shared below
+            ObserveCacheLookup(obs, ServeFromCache(cache)),  # a known answer costs nothing
+            ObserveSharing(obs, ShareIdenticalCalls(flights)),  # one execution; shared below
             KeepInCache(cache),  # kept even if every caller left meanwhile
             ProviderBudget(),  # the tool's budget within the latest waiter's deadline
             RouteToProvider(pool, catalog, min_attempt=policy.min_attempt),  # auto fails over
             BuildPrompt(files, max_output_tokens=max_output_tokens, redactor=redactor),  # window
-            RetryAttempts(policy, pool.stats),  # each attempt below is retried in budget
+            ObserveAttempts(obs, RetryAttempts(policy, pool.stats)),  # retried in budget
             CheckBreaker(pool.breakers),  # before every attempt; every failure counts
-            ProviderLimit(dict(pool.limits)),  # the provider's permit first...
-            GlobalLimit(global_limit),  # ...then the global one: held only while running
-            CallProvider(pool),  # one HTTP request under the attempt timeout
+            # The provider's permit first, then the global one: held only while running.
+            ObservePermitWait(obs, ProviderLimit(limits), lambda c: limits[c.provider]),
+            ObservePermitWait(obs, GlobalLimit(global_limit), lambda _c: global_limit),
+            ObserveRequest(CallProvider(pool)),  # one HTTP request under the attempt timeout
         ]
         self._handle = compose(self.layers)
 

@@ -115,7 +115,7 @@ class RetryAttempts:
         label = call.model.label if call.model else call.provider
 
         def on_retry(attempt_number: int, exc: BaseException, delay: float) -> None:
-            stats.retries += 1
+            stats.record_retry(exc)
             call.report(
                 f"{label}: attempt {attempt_number} failed ({exc}); retrying in {delay:.1f} s"
             )

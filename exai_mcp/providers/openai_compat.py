@@ -29,6 +29,7 @@ from exai_mcp.errors import (
     RateLimited,
     Unreachable,
 )
+from exai_mcp.observability.tracing import outgoing_headers
 from exai_mcp.providers.base import ChatRequest, ChatResult, TokenCallback
 from exai_mcp.redact import Redactor
 
@@ -71,6 +72,7 @@ class OpenAICompatibleProvider:
                 stream=True,
                 stream_options={"include_usage": True},
                 timeout=timeout,
+                extra_headers=outgoing_headers(),  # `traceparent` when tracing is on
                 **kwargs,  # type: ignore[arg-type]
             )
             try:

@@ -12,6 +12,7 @@ are identical make one provider request. The app is the SDK's own `streamable_ht
     GET  /api/v1/tools     the tool list with schemas, as tools/list gives it
     GET  /health           status, version, uptime, breakers, calls in flight, limits; never
                            calls a provider, never waits for a permit
+    GET  /metrics          Prometheus metrics (exai_mcp.observability.metrics)
 
 Guarantees: every error is JSON with `isError: true` and a message saying what to do; a REST
 caller that disconnects is a cancelled caller (the pipeline keeps a shared execution alive
@@ -29,7 +30,6 @@ import json
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 import uuid
@@ -63,6 +63,9 @@ from exai_mcp.errors import (
     UnknownTool,
 )
 from exai_mcp.middleware.deadline import Deadline
+from exai_mcp.observability.endpoint import MetricsEndpoint
+from exai_mcp.observability.logs import announce
+from exai_mcp.observability.metrics import metrics_registry
 from exai_mcp.server import (
     TOOLS,
     build_server,
@@ -522,6 +525,9 @@ def build_app(
         Route("/api/v1/execute", Execute(state), methods=["POST"]),
         Route("/api/v1/tools", ToolList(), methods=["GET"]),
         Route("/health", Health(state), methods=["GET"]),
+        Route(
+            "/metrics", MetricsEndpoint(metrics_registry(lambda: state.services)), methods=["GET"]
+        ),
     ]
     app = server.streamable_http_app(
         host="127.0.0.1" if is_loopback(host) else host,
@@ -536,7 +542,7 @@ def build_app(
 async def _http_error(request: Request, exc: Exception) -> Response:
     """Starlette's own 404/405 (no such route, wrong method) as JSON like every other error."""
     assert isinstance(exc, HTTPException)
-    routes = "POST /api/v1/execute, GET /api/v1/tools, GET /health, /mcp"
+    routes = "POST /api/v1/execute, GET /api/v1/tools, GET /health, GET /metrics, /mcp"
     return JSONResponse(
         error_json(f"{request.method} {request.url.path}: {exc.detail}; this server has {routes}"),
         status_code=exc.status_code,
@@ -603,7 +609,10 @@ class _Uvicorn(uvicorn.Server):
             for sock in server.sockets:
                 host, port = sock.getsockname()[:2]
                 shown = f"[{host}]" if ":" in host else host
-                print(f"exai-mcp: listening on http://{shown}:{port}", file=sys.stderr, flush=True)
+                announce(
+                    f"exai-mcp: listening on http://{shown}:{port}",
+                    log_format=self.state.settings.log_format,
+                )
 
 
 async def exit_when_idle(state: HttpState, server: uvicorn.Server, idle_exit: float) -> None:

@@ -35,6 +35,7 @@ from mcp.shared.message import SessionMessage
 from mcp_types import JSONRPCRequest
 
 from exai_mcp.config import Settings
+from exai_mcp.observability.endpoint import metrics_beside
 from exai_mcp.server import build_server
 from exai_mcp.store.threads import ThreadStore
 from exai_mcp.transports.intake import SessionIntake
@@ -51,7 +52,10 @@ async def serve_stdio(settings: Settings, store: ThreadStore | None = None) -> N
     """
     server = build_server(settings, store)
     intake = SessionIntake(settings.session_max_pending)
-    async with stdio_session(intake) as (read_stream, write_stream):
+    async with (
+        metrics_beside(server, settings.metrics_port),
+        stdio_session(intake) as (read_stream, write_stream),
+    ):
         await server.run(read_stream, write_stream, server.create_initialization_options())
 
 
