@@ -429,6 +429,7 @@ async def test_sigterm_lets_calls_in_flight_finish_refuses_new_ones_then_exits_0
     )
     stderr: list[str] = []
     listening = anyio.Event()
+    draining = anyio.Event()
     url = ""
 
     async def read_stderr() -> None:
@@ -443,6 +444,8 @@ async def test_sigterm_lets_calls_in_flight_finish_refuses_new_ones_then_exits_0
                 if "listening on http://" in line and not url:
                     url = line.split("listening on ", 1)[1].strip()
                     listening.set()
+                if "shutting down: no new calls" in line:
+                    draining.set()
 
     try:
         async with anyio.create_task_group() as tg:
@@ -465,7 +468,8 @@ async def test_sigterm_lets_calls_in_flight_finish_refuses_new_ones_then_exits_0
                 tg.start_soon(over_mcp)
                 await fake.wait_for_active(2, timeout=10)
                 process.send_signal(signal.SIGTERM)
-                await anyio.sleep(0.3)  # uvicorn notices the signal within 0.1 s
+                with anyio.fail_after(10):  # the server logs that it drains
+                    await draining.wait()
                 try:
                     late = await httpx2.AsyncClient(base_url=url, timeout=5).post(
                         "/api/v1/execute", json=call_body("late")
