@@ -54,6 +54,7 @@ from exai_mcp.providers.registry import (
     create_providers,
     describe_all_key_variables,
 )
+from exai_mcp.redact import redact_url
 from exai_mcp.store.diagnosis import check_location
 from exai_mcp.store.threads import MEMORY, ThreadStore, default_db_path
 
@@ -191,8 +192,12 @@ def show_configuration(report: Report, settings: Settings) -> None:
 
 
 def describe_value(name: str, value: Any, settings: Settings) -> str:
-    if isinstance(value, SecretStr) or name.endswith("_api_key"):
+    if name == "redis_url" and isinstance(value, SecretStr):
+        return redact_url(value.get_secret_value())
+    if name.endswith("_api_key"):
         return describe_key(settings.provider(name.removesuffix("_api_key")))
+    if isinstance(value, SecretStr):
+        return "set"
     if value is None:
         if name == "expert_timeout" or name.removesuffix("_timeout") in SPECS:
             return f"unset: follows WORKFLOW_TOOL_TIMEOUT_SECS ({_fmt(settings.tool_timeout)} s)"
