@@ -173,6 +173,10 @@ class RedisLink:
     def release(self, handle: int) -> None:
         self._leases.pop(handle, None)
 
+    def release_all_leases(self) -> None:
+        """Stop renewing every lease (what a process that dies does); for tests."""
+        self._leases.clear()
+
     async def _renew_leases(self) -> None:
         while True:
             await anyio.sleep(self.lease / 3)
