@@ -52,7 +52,7 @@ from exai_mcp.store.threads import (
 T = TypeVar("T")
 log = logging.getLogger("exai_mcp.shared")
 
-EDIT_ATTEMPTS = 20  # optimistic retries before a busy error: only concurrent writers cause one
+EDIT_ATTEMPTS = 100  # optimistic retries before a busy error: only concurrent writers cause one
 KEEP_EXPIRED_SECS = 3600  # how long an expired thread still says "expired" rather than "unknown"
 
 
