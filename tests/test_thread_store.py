@@ -696,7 +696,9 @@ def test_two_redis_stores_appending_from_two_os_threads_lose_nothing(
         except BaseException as exc:
             errors.append(exc)
 
-    workers = [threading.Thread(target=writer, args=(s, n)) for s, n in zip(stores, "ab")]
+    workers = [
+        threading.Thread(target=writer, args=(s, n)) for s, n in zip(stores, "ab", strict=True)
+    ]
     try:
         for w in workers:
             w.start()
