@@ -1,0 +1,119 @@
+"""EXAI_REDIS_* and the quota variables: checked at start-up, and a password never shown."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fake_provider import FakeProvider
+
+import tests.redis_server as redis_server_module
+from exai_mcp.config import load_settings
+from exai_mcp.errors import ConfigError
+from exai_mcp.redact import redact_url
+from tests.conftest import in_process_client, settings_for
+from tests.redis_server import RedisServer, redis_server_binary
+from tests.test_several_servers import servers, tool
+
+PASSWORD = "hunter2-redis-password"
+
+
+def test_redact_url_hides_user_and_password_and_keeps_the_rest() -> None:
+    assert redact_url(f"rediss://app:{PASSWORD}@cache:6380/2") == "rediss://***@cache:6380/2"
+    assert redact_url(f"redis://:{PASSWORD}@h:1/0?password=x") == "redis://***@h:1/0"
+    assert redact_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+def test_a_bad_redis_url_stops_the_server_naming_the_variable_never_the_password(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "none.env").touch()
+    done = subprocess.run(
+        [sys.executable, "-m", "exai_mcp"],
+        env={
+            "EXAI_REDIS_URL": f"http://user:{PASSWORD}@example",
+            "EXAI_STATE_DB": ":memory:",
+            "EXAI_ENV_FILE": str(tmp_path / "none.env"),
+            "PATH": "",
+        },
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 2
+    assert "EXAI_REDIS_URL" in done.stderr and "rediss://" in done.stderr
+    assert PASSWORD not in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("EXAI_REDIS_LEASE_SECS", "0"),
+        ("EXAI_REDIS_TIMEOUT_SECS", "-1"),
+        ("EXAI_KIMI_RPM", "0"),
+        ("EXAI_GLM_TPM", "many"),
+        ("EXAI_REDIS_PREFIX", ""),
+    ],
+)
+def test_bad_redis_and_quota_settings_name_their_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    monkeypatch.setenv("EXAI_STATE_DB", ":memory:")
+    if value == "":  # an empty value counts as unset: the default prefix
+        assert load_settings().redis_prefix == "exai:"
+        return
+    with pytest.raises(ConfigError, match=variable):
+        load_settings()
+
+
+def test_without_redis_server_the_tests_skip_saying_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(redis_server_module.shutil, "which", lambda _name: None)
+    monkeypatch.setattr(redis_server_module, "REQUIRED", False)
+    with pytest.raises(pytest.skip.Exception, match="apt-get install redis-server"):
+        redis_server_binary()
+    monkeypatch.setattr(redis_server_module, "REQUIRED", True)
+    with pytest.raises(pytest.fail.Exception, match="EXAI_REQUIRE_REDIS_TESTS=1"):
+        redis_server_binary()
+
+
+async def test_an_rpm_quota_without_redis_refuses_what_cannot_fit_before_the_deadline(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    settings = settings_for(fake, tmp_path, EXAI_KIMI_RPM=2, WORKFLOW_TOOL_TIMEOUT_SECS=2)
+    async with in_process_client(settings) as client:
+        results = [await client.call_tool("analyze", {"text": f"q{n}", "model": "kimi"}) for n in range(3)]  # fmt: skip
+    assert [r.is_error for r in results] == [False, False, True]
+    text = results[2].content[0].text
+    assert "EXAI_KIMI_RPM=2" in text and "rate limited" in text
+    assert fake.chat_count == 2
+
+
+async def test_a_redis_password_works_and_is_never_shown(
+    fake: FakeProvider, tmp_path: Path, redis_prefix: str
+) -> None:
+    locked = RedisServer(tmp_path, password=PASSWORD).start()
+    try:
+        async with servers(fake, tmp_path, locked, redis_prefix, count=1) as (a,):
+            status = (await tool(a, "status", {}))["structuredContent"]
+            assert status["shared"]["state"] == "shared"
+            assert "***@" in status["shared"]["url"]
+            assert PASSWORD not in str(status)
+        assert PASSWORD not in "\n".join(a.stderr)
+        wrong = RedisServer(tmp_path, password=PASSWORD)
+        wrong.port = locked.port
+        wrong.password = "not-the-" + PASSWORD
+        async with servers(fake, tmp_path, wrong, redis_prefix, count=1) as (b,):
+            status = (await tool(b, "status", {}))["structuredContent"]
+            assert status["shared"]["state"] == "degraded"  # refused: serves on its own
+            assert not (await tool(b, "analyze", {"text": "still served"}))["isError"]
+        assert "not-the-" not in "\n".join(b.stderr) and PASSWORD not in "\n".join(b.stderr)
+    finally:
+        locked.stop()
