@@ -80,9 +80,7 @@ class StatusOutput(ToolOutput):
     health: list[str] = Field(description="Problems the health check sees now; empty when fine.")
     shared: dict[str, Any] | None = Field(
         None,
-        description="With EXAI_REDIS_URL: 'state' is 'shared' or 'degraded' (Redis unreachable, "
-        "in-process state meanwhile), the URL without its password, and each limit as every "
-        "server holds it. None when all state is in this process.",
+        description="With EXAI_REDIS_URL: Redis state (shared/degraded), limits on all servers.",
     )
     process: ProcessState
 
