@@ -180,6 +180,8 @@ async def test_a_limit_of_two_holds_across_two_servers(
         async def watch() -> None:
             await fake.wait_for_active(2)
             seen.append((await tool(a, "status", {}))["structuredContent"]["shared"])
+            async with b.http() as http:
+                seen.append((await http.get("/health")).json()["redis"])
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(watch)
@@ -192,6 +194,8 @@ async def test_a_limit_of_two_holds_across_two_servers(
         assert kimi["limit"] == 2 and 1 <= kimi["in_use"] <= 2
         assert all("server" in h and "request_id" in h for h in kimi["holders"])
         assert seen[0]["state"] == "shared" and "password" not in str(seen[0])
+        on_health = seen[1]["limits"]["kimi"]  # /health on the other server sees them too
+        assert on_health["limit"] == 2 and all("server" in h for h in on_health["holders"])
 
 
 async def test_a_killed_permit_holder_gives_its_permit_back_within_the_lease(

@@ -20,7 +20,6 @@ permit, so none is counted twice when Redis is back.
 from __future__ import annotations
 
 import json
-import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -35,6 +34,9 @@ from exai_mcp.middleware.limits import Holder, TrackedLimiter
 from exai_mcp.shared.connection import FAILURES, RedisLink, SharedUnavailable
 
 _NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+# Looks at the line one waiter may take: each follows a release or a lapse, so only a long
+# wait on a busy limit comes near it; the deadline ends the wait long before.
+MAX_TURNS = 100_000
 # KEYS: holders, queue, info, sequence. ARGV: token, limit, lease ms, holder JSON, wait prefix.
 # Returns {1} when the permit is taken, else {0, place in line, ms until the first permit lapses}.
 _ACQUIRE = (
@@ -177,8 +179,7 @@ class SharedLimiter:
         pubsub = None
         try:
             ahead = 0
-            turns = math.ceil(deadline.remaining() / (self.link.lease / 3)) + 64
-            for _turn in range(turns):
+            for _turn in range(MAX_TURNS):
                 reply = await self.link.run(lambda r: self._acquire(keys=self._keys(), args=args))
                 if reply[0] == 1:
                     return True

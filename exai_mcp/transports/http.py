@@ -463,8 +463,8 @@ class Health:
             limits={lim.name: lim.stats() for lim in limiters},
             problems=[*problems, *redis_trouble],
         )
-        if services.shared is not None:
-            body["redis"] = services.shared.describe()
+        if services.shared is not None:  # with every server's permit holders (bounded reads)
+            body["redis"] = await services.shared.snapshot()
         serving = status == "ok" or (status == "degraded" and not problems)
         await send_json(send, 200 if serving else 503, body)
 
