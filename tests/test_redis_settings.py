@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
+import redis
 from fake_provider import FakeProvider
 
 import tests.redis_server as redis_server_module
 from exai_mcp.config import load_settings
 from exai_mcp.errors import ConfigError
+from exai_mcp.middleware.cache import ResultCache
+from exai_mcp.middleware.call import Answer
 from exai_mcp.redact import redact_url
+from exai_mcp.shared.cache import SharedCache
+from exai_mcp.shared.connection import RedisLink
+from exai_mcp.shared.threads import RedisThreadStore
 from tests.conftest import in_process_client, settings_for
-from tests.redis_server import RedisServer, redis_server_binary
+from tests.redis_server import RedisServer, free_port, redis_server_binary
 from tests.test_several_servers import servers, tool
 
 PASSWORD = "hunter2-redis-password"
@@ -117,3 +127,66 @@ async def test_a_redis_password_works_and_is_never_shown(
         assert "not-the-" not in "\n".join(b.stderr) and PASSWORD not in "\n".join(b.stderr)
     finally:
         locked.stop()
+
+
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 made by openssl (skip without it: it is only a test tool)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not on PATH: cannot make a certificate for the TLS test")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+         "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.fixture
+def tls_redis(tmp_path: Path) -> Iterator[str]:
+    """A redis-server speaking only TLS and requiring PASSWORD; yields its rediss:// URL."""
+    cert, key = self_signed_certificate(tmp_path)
+    port = free_port()
+    server = subprocess.Popen(
+        [redis_server_binary(), "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+         "--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert),
+         "--tls-auth-clients", "no", "--requirepass", PASSWORD, "--save", "", "--appendonly", "no",
+         "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"rediss://:{PASSWORD}@127.0.0.1:{port}/0?ssl_ca_certs={cert}"
+    client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+    try:
+        for _ in range(200):  # up to about 10 s for the server to listen
+            try:
+                client.ping()
+                break
+            except redis.exceptions.RedisError:
+                time.sleep(0.05)
+        yield url
+    finally:
+        client.close()
+        server.kill()
+        server.wait(timeout=10)
+
+
+async def test_rediss_with_a_password_shares_state_over_tls(
+    tls_redis: str, redis_prefix: str
+) -> None:
+    url = tls_redis
+    link = RedisLink(url, prefix=redis_prefix, timeout=1.0, lease=1.0)
+    async with anyio.create_task_group() as tg:
+        await link.start(tg)
+        assert not link.degraded
+        assert PASSWORD not in str(link.describe())
+        cache = SharedCache(link, local=ResultCache(max_entries=4, ttl=60))
+        kept = Answer("over tls", "kimi-k2", "kimi", 1, 1, 1)
+        await cache.keep("k", kept)
+        assert await cache.lookup("k") == kept
+        tg.cancel_scope.cancel()
+    await link.aclose()
+    with RedisThreadStore(url, prefix=redis_prefix) as threads:
+        made = threads.create("workflow", "debug")
+        assert threads.get(made.id).id == made.id
+        assert PASSWORD not in threads.path
