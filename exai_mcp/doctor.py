@@ -127,6 +127,7 @@ async def run(check_timeout: float, out: TextIO) -> int:
         return finish(report)
     show_configuration(report, settings)
     show_thread_store(report, settings)
+    await show_redis(report, settings)
     timeouts = settings.timeouts()
     hierarchy_ok = show_timeouts(report, timeouts)
     await show_providers(report, settings, check_timeout)
@@ -248,6 +249,42 @@ def show_thread_store(report: Report, settings: Settings) -> None:
         return
     report.line(
         f"  {target}  ok: opens and takes the write lock ({journal} mode), {size / 1024:.0f} KiB"
+    )
+
+
+async def show_redis(report: Report, settings: Settings) -> None:
+    """With EXAI_REDIS_URL: whether Redis answers (the URL shown without its password)."""
+    if settings.redis_url is None:
+        return
+    import redis
+
+    report.heading("Shared state (EXAI_REDIS_URL)")
+    url = settings.redis_url.get_secret_value()
+    shown = redact_url(url)
+    timeout = settings.redis_timeout
+
+    def ping() -> float:
+        client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        try:
+            started = time.perf_counter()
+            client.ping()
+            return time.perf_counter() - started
+        finally:
+            client.close()
+
+    try:
+        took = await anyio.to_thread.run_sync(ping)
+    except (redis.RedisError, OSError, ValueError) as exc:
+        # The class only: a message can quote the URL, password included.
+        report.problem(
+            f"EXAI_REDIS_URL={shown}: Redis does not answer ({type(exc).__name__}); the servers "
+            "would each run on their own state (degraded). Check the host, port, password and "
+            "TLS (rediss://), or unset EXAI_REDIS_URL"
+        )
+        return
+    report.line(
+        f"  {shown}  ok: answers in {took * 1000:.0f} ms; keys under {settings.redis_prefix!r}, "
+        f"leases of {_fmt(settings.redis_lease)} s"
     )
 
 

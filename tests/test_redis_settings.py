@@ -23,8 +23,9 @@ from exai_mcp.redact import redact_url
 from exai_mcp.shared.cache import SharedCache
 from exai_mcp.shared.connection import RedisLink
 from exai_mcp.shared.threads import RedisThreadStore
-from tests.conftest import in_process_client, settings_for
+from tests.conftest import in_process_client, provider_env, settings_for
 from tests.redis_server import RedisServer, free_port, redis_server_binary
+from tests.test_doctor import run_doctor
 from tests.test_several_servers import servers, tool
 
 PASSWORD = "hunter2-redis-password"
@@ -190,3 +191,22 @@ async def test_rediss_with_a_password_shares_state_over_tls(
         made = threads.create("workflow", "debug")
         assert threads.get(made.id).id == made.id
         assert PASSWORD not in threads.path
+
+
+async def test_doctor_checks_redis_and_never_prints_its_password(
+    fake: FakeProvider, tmp_path: Path, redis_prefix: str
+) -> None:
+    locked = RedisServer(tmp_path, password=PASSWORD).start()
+    try:
+        env = {**provider_env(fake, tmp_path), "EXAI_REDIS_PREFIX": redis_prefix}
+        good = await run_doctor({**env, "EXAI_REDIS_URL": locked.url}, tmp_path)
+        assert "Shared state (EXAI_REDIS_URL)" in good.output
+        assert "redis://***@127.0.0.1" in good.output and "ok: answers" in good.output
+        assert good.status == 0, good.output
+        bad_url = locked.url.replace(PASSWORD, "wrong-" + PASSWORD)
+        bad = await run_doctor({**env, "EXAI_REDIS_URL": bad_url}, tmp_path)
+        assert bad.status == 1 and "Redis does not answer" in bad.output
+        for run in (good, bad):
+            assert PASSWORD not in run.output
+    finally:
+        locked.stop()
