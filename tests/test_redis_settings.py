@@ -13,6 +13,7 @@ import anyio
 import pytest
 import redis
 from fake_provider import FakeProvider
+from mcp import Client
 
 import tests.redis_server as redis_server_module
 from exai_mcp.config import load_settings
@@ -23,7 +24,7 @@ from exai_mcp.redact import redact_url
 from exai_mcp.shared.cache import SharedCache
 from exai_mcp.shared.connection import RedisLink
 from exai_mcp.shared.threads import RedisThreadStore
-from tests.conftest import in_process_client, provider_env, settings_for
+from tests.conftest import in_process_client, provider_env, settings_for, stdio_params
 from tests.redis_server import RedisServer, free_port, redis_server_binary
 from tests.test_doctor import run_doctor
 from tests.test_several_servers import servers, tool
@@ -210,3 +211,16 @@ async def test_doctor_checks_redis_and_never_prints_its_password(
             assert PASSWORD not in run.output
     finally:
         locked.stop()
+
+
+async def test_over_stdio_an_unreachable_redis_leaves_the_server_answering_degraded(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    env = provider_env(fake, tmp_path, EXAI_REDIS_URL=f"redis://:{PASSWORD}@127.0.0.1:{free_port()}/0")  # fmt: skip
+    async with Client(stdio_params(env)) as client:  # stdout must carry JSON-RPC only
+        answer = await client.call_tool("analyze", {"text": "no redis"})
+        status = (await client.call_tool("status", {})).structured_content
+    assert not answer.is_error
+    assert status["shared"]["state"] == "degraded"
+    assert any("Redis" in problem for problem in status["health"])
+    assert PASSWORD not in str(status)
