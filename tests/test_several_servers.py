@@ -329,3 +329,31 @@ async def test_a_workflow_thread_moves_between_servers(
     assert not last["isError"], last
     assert last["structuredContent"]["status"] == "complete"
     assert last["structuredContent"]["thread"]["steps"] == 3
+
+
+async def test_a_call_on_another_server_joins_an_execution_whose_caller_left_in_its_grace(
+    fake: FakeProvider, tmp_path: Path, redis_server: RedisServer, redis_prefix: str
+) -> None:
+    async with servers(fake, tmp_path, redis_server, redis_prefix) as (a, b):
+        fake.hold()
+        with anyio.CancelScope() as gone:  # a's caller gives up once the provider has the call
+
+            async def leave_when_asked() -> None:
+                await fake.wait_for_active(1)
+                gone.cancel()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(leave_when_asked)
+                await call(a, "asked then abandoned")
+        await anyio.sleep(0.3)  # a's execution goes on in its grace period (10 s)
+        async with anyio.create_task_group() as tg:
+            got: list[dict[str, Any]] = []
+
+            async def on_b() -> None:
+                got.append(await call(b, "asked then abandoned"))
+
+            tg.start_soon(on_b)
+            await anyio.sleep(0.3)
+            fake.release()
+        assert not got[0]["isError"], got
+        assert fake.chat_count == 1  # b joined a's execution instead of paying again
