@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import anyio
 
@@ -92,20 +93,30 @@ def load_or_exit() -> Settings:
         raise SystemExit(EXIT_CONFIG) from None
 
 
+def redis_password(settings: Settings) -> list[str]:
+    """The password in EXAI_REDIS_URL, if any, for the log redaction."""
+    if settings.redis_url is None:
+        return []
+    password = urlsplit(settings.redis_url.get_secret_value()).password
+    return [password] if password else []
+
+
 def open_store_or_exit(settings: Settings) -> ThreadStore:
     """Open the thread store before anything is served, and before the server is imported.
 
     A file that cannot serve (not SQLite, another program's, read-only, locked, ...) is one
     line naming EXAI_STATE_DB and exit status 2, instead of a server that never answers.
     """
+    from exai_mcp.shared import thread_store
     from exai_mcp.store.threads import ThreadStore, default_db_path
 
     try:
-        return ThreadStore(
+        local = ThreadStore(
             settings.state_db or default_db_path(),
             ttl_hours=settings.thread_ttl_hours,
             max_turns=settings.max_thread_turns,
         )
+        return thread_store(settings, local)  # threads in Redis when EXAI_REDIS_URL is set
     except StoreUnusable as exc:
         print(f"exai-mcp: cannot open the thread store: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None
@@ -123,6 +134,7 @@ def main(argv: list[str] | None = None) -> None:
         secrets=[
             *(p.api_key.get_secret_value() for p in settings.configured_providers() if p.api_key),
             *([settings.http_token.get_secret_value()] if settings.http_token else []),
+            *redis_password(settings),  # never logged anyway; masked should a library print it
         ],
         log_format=settings.log_format,
     )

@@ -208,6 +208,42 @@ class Settings(BaseSettings):
         description="A daemon started by EXAI_DAEMON=spawn exits after this many seconds with "
         "no session and no call (0: never).",
     )
+    # Several servers as one (exai_mcp/shared): unset keeps all state in this process.
+    redis_url: SecretStr | None = Field(
+        None,
+        validation_alias=_env("EXAI_REDIS_URL"),
+        description="redis://[:password@]host:port/db or rediss:// (TLS): the Redis through "
+        "which several exai-mcp processes share cache, single-flight, limits, quotas, breakers "
+        "and threads. Unset: everything stays in this process.",
+    )
+    redis_prefix: str = Field(
+        "exai:",
+        min_length=1,
+        max_length=64,
+        validation_alias=_env("EXAI_REDIS_PREFIX"),
+        description="Namespace of every key, so several deployments can share one Redis.",
+    )
+    redis_lease: float = Field(
+        10,
+        ge=0.2,
+        le=300,
+        validation_alias=_env("EXAI_REDIS_LEASE_SECS"),
+        description="Lease of a permit or a single-flight leadership: what a dead process "
+        "holds comes back within this time.",
+    )
+    redis_timeout: float = Field(
+        1.0,
+        gt=0,
+        le=10,
+        validation_alias=_env("EXAI_REDIS_TIMEOUT_SECS"),
+        description="Longest wait for one Redis operation; past it the server goes on "
+        "with in-process state (degraded).",
+    )
+    # Provider quotas (token buckets, shared through Redis when EXAI_REDIS_URL is set).
+    kimi_rpm: int | None = Field(None, ge=1, validation_alias=_env("EXAI_KIMI_RPM"))
+    kimi_tpm: int | None = Field(None, ge=1, validation_alias=_env("EXAI_KIMI_TPM"))
+    glm_rpm: int | None = Field(None, ge=1, validation_alias=_env("EXAI_GLM_RPM"))
+    glm_tpm: int | None = Field(None, ge=1, validation_alias=_env("EXAI_GLM_TPM"))
 
     @classmethod
     def settings_customise_sources(
@@ -257,6 +293,16 @@ class Settings(BaseSettings):
         if fmt not in LOG_FORMATS:
             raise ValueError(f"must be one of {', '.join(LOG_FORMATS)}")
         return fmt
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        # The message never quotes the URL: it may hold a password.
+        if value is not None:
+            scheme = value.get_secret_value().partition("://")[0].lower()
+            if scheme not in ("redis", "rediss", "unix"):
+                raise ValueError("must start with redis://, rediss:// (TLS) or unix://")
+        return value
 
     @field_validator("allowed_roots", mode="before")
     @classmethod
@@ -605,12 +651,17 @@ def load_settings(env_file: str | None = None, *, check_timeouts: bool = True) -
     return settings
 
 
+# Values never quoted in an error: they may hold a password.
+_HIDDEN_FIELDS = frozenset({"redis_url", "EXAI_REDIS_URL", "http_token", "EXAI_HTTP_TOKEN"})
+
+
 def _describe_validation(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
         name = str(err["loc"][0]) if err["loc"] else "?"
         message = err["msg"].removeprefix("Value error, ")
-        lines.append(f"  - {_variable_for(name)}={err.get('input')!r}: {message}")
+        shown = "(hidden)" if name in _HIDDEN_FIELDS else repr(err.get("input"))
+        lines.append(f"  - {_variable_for(name)}={shown}: {message}")
     return "\n".join(lines)
 
 

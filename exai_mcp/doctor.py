@@ -54,6 +54,7 @@ from exai_mcp.providers.registry import (
     create_providers,
     describe_all_key_variables,
 )
+from exai_mcp.redact import redact_url
 from exai_mcp.store.diagnosis import check_location
 from exai_mcp.store.threads import MEMORY, ThreadStore, default_db_path
 
@@ -126,6 +127,7 @@ async def run(check_timeout: float, out: TextIO) -> int:
         return finish(report)
     show_configuration(report, settings)
     show_thread_store(report, settings)
+    await show_redis(report, settings)
     timeouts = settings.timeouts()
     hierarchy_ok = show_timeouts(report, timeouts)
     await show_providers(report, settings, check_timeout)
@@ -192,8 +194,12 @@ def show_configuration(report: Report, settings: Settings) -> None:
 
 
 def describe_value(name: str, value: Any, settings: Settings) -> str:
-    if isinstance(value, SecretStr) or name.endswith("_api_key"):
+    if name == "redis_url" and isinstance(value, SecretStr):
+        return redact_url(value.get_secret_value())
+    if name.endswith("_api_key"):
         return describe_key(settings.provider(name.removesuffix("_api_key")))
+    if isinstance(value, SecretStr):
+        return "set"
     if value is None:
         if name == "expert_timeout" or name.removesuffix("_timeout") in SPECS:
             return f"unset: follows WORKFLOW_TOOL_TIMEOUT_SECS ({_fmt(settings.tool_timeout)} s)"
@@ -244,6 +250,42 @@ def show_thread_store(report: Report, settings: Settings) -> None:
         return
     report.line(
         f"  {target}  ok: opens and takes the write lock ({journal} mode), {size / 1024:.0f} KiB"
+    )
+
+
+async def show_redis(report: Report, settings: Settings) -> None:
+    """With EXAI_REDIS_URL: whether Redis answers (the URL shown without its password)."""
+    if settings.redis_url is None:
+        return
+    import redis
+
+    report.heading("Shared state (EXAI_REDIS_URL)")
+    url = settings.redis_url.get_secret_value()
+    shown = redact_url(url)
+    timeout = settings.redis_timeout
+
+    def ping() -> float:
+        client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        try:
+            started = time.perf_counter()
+            client.ping()
+            return time.perf_counter() - started
+        finally:
+            client.close()
+
+    try:
+        took = await anyio.to_thread.run_sync(ping)
+    except (redis.RedisError, OSError, ValueError) as exc:
+        # The class only: a message can quote the URL, password included.
+        report.problem(
+            f"EXAI_REDIS_URL={shown}: Redis does not answer ({type(exc).__name__}); the servers "
+            "would each run on their own state (degraded). Check the host, port, password and "
+            "TLS (rediss://), or unset EXAI_REDIS_URL"
+        )
+        return
+    report.line(
+        f"  {shown}  ok: answers in {took * 1000:.0f} ms; keys under {settings.redis_prefix!r}, "
+        f"leases of {_fmt(settings.redis_lease)} s"
     )
 
 

@@ -14,6 +14,7 @@
     └── ProviderError          a model provider failed (translated at the provider boundary)
         ├── AuthRejected       the API key was refused (names the variable, never the key)
         ├── RateLimited        HTTP 429, with the provider's Retry-After when given
+        │   └── QuotaExhausted   our own EXAI_<P>_RPM/TPM quota has no room before the deadline
         ├── ProviderUnavailable  HTTP 5xx, or the circuit breaker is open
         │   └── MalformedResponse  a reply that does not parse (retried like a 5xx)
         ├── BadRequest         HTTP 400/404/422: the request itself is wrong; never retried
@@ -117,6 +118,15 @@ class RateLimited(ProviderError):
     ) -> None:
         super().__init__(message, provider=provider, model=model)
         self.retry_after = retry_after
+
+
+class QuotaExhausted(RateLimited):
+    """Our own quota (EXAI_<P>_RPM / _TPM) cannot admit the request before its deadline.
+
+    Never retried: waiting is what the quota already did, up to the deadline."""
+
+    kind = "quota"
+    retryable = False
 
 
 class ProviderUnavailable(ProviderError):

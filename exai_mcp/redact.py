@@ -20,7 +20,7 @@ import logging
 import re
 from collections.abc import Iterable
 
-__all__ = ["MASK", "MIN_RUN", "RedactingFilter", "Redactor", "install_log_redaction"]
+__all__ = ["MASK", "MIN_RUN", "RedactingFilter", "Redactor", "install_log_redaction", "redact_url"]
 
 MASK = "***"
 MIN_RUN = 8
@@ -111,3 +111,18 @@ def install_log_redaction(secrets: Iterable[str]) -> RedactingFilter:
             handler.removeFilter(old)
         handler.addFilter(redacting)
     return redacting
+
+
+def redact_url(url: str) -> str:
+    """A connection URL fit for logs and status: any password (and user) replaced by `***`.
+
+    `rediss://user:secret@host:6380/0` becomes `rediss://***@host:6380/0`; a URL without
+    credentials is returned as it is. Query strings can carry a password too, so they go.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return "***"
+    rest = rest.split("?", 1)[0]
+    if "@" in rest:
+        rest = "***@" + rest.rsplit("@", 1)[1]
+    return f"{scheme}://{rest}"

@@ -34,13 +34,15 @@ from exai_mcp.errors import ExaiError, InvalidArguments, UnknownTool, user_messa
 from exai_mcp.files import FileAccessPolicy
 from exai_mcp.middleware.breaker import CircuitBreaker
 from exai_mcp.middleware.cache import ResultCache
+from exai_mcp.middleware.call import Answer
 from exai_mcp.middleware.clients import ClientLimits
 from exai_mcp.middleware.deadline import Deadline
 from exai_mcp.middleware.health import HealthMonitor
-from exai_mcp.middleware.limits import TrackedLimiter
+from exai_mcp.middleware.limits import Limiter, TrackedLimiter
 from exai_mcp.middleware.pipeline import Pipeline
 from exai_mcp.middleware.pool import ProviderPool
 from exai_mcp.middleware.progress import SendProgress
+from exai_mcp.middleware.quota import Bucket, ProviderQuota, TokenBucket
 from exai_mcp.middleware.retry import RetryPolicy
 from exai_mcp.middleware.singleflight import SingleFlight
 from exai_mcp.observability.layers import Observability
@@ -49,6 +51,7 @@ from exai_mcp.providers.catalog import ModelCatalog
 from exai_mcp.providers.registry import create_providers
 from exai_mcp.redact import Redactor
 from exai_mcp.services import Services
+from exai_mcp.shared import build_shared, thread_store
 from exai_mcp.store.maintenance import run_maintenance
 from exai_mcp.store.threads import ThreadStore, default_db_path
 from exai_mcp.tools import analyze, status, workflow
@@ -71,30 +74,55 @@ INSTRUCTIONS = (
 
 def open_store(settings: Settings) -> ThreadStore:
     """The thread store the settings name; StoreUnusable (one line) if the file cannot serve."""
-    return ThreadStore(
+    local = ThreadStore(
         settings.state_db or default_db_path(),
         ttl_hours=settings.thread_ttl_hours,
         max_turns=settings.max_thread_turns,
     )
+    return thread_store(settings, local)  # in Redis when EXAI_REDIS_URL is set
 
 
 def build_services(settings: Settings, task_group: TaskGroup, store: ThreadStore) -> Services:
     timeouts = settings.timeouts()
     providers = create_providers(settings)
+    local_cache: ResultCache[Answer] = ResultCache(
+        max_entries=settings.cache_max_entries, ttl=settings.cache_ttl
+    )
+    # With EXAI_REDIS_URL, each piece of state below has a Redis twin shared by every server.
+    shared = build_shared(settings, local_cache)
+
+    def breaker(name: str) -> CircuitBreaker:
+        failures, cooldown = settings.breaker_failures, settings.breaker_cooldown
+        if shared is not None:
+            return shared.breaker(name, failures=failures, cooldown=cooldown)
+        return CircuitBreaker(name, failures=failures, cooldown=cooldown)
+
+    def limiter(name: str, total: int) -> Limiter:
+        local = TrackedLimiter(name, total)
+        return local if shared is None else shared.limiter(local)
+
+    def bucket(name: str, per_minute: int | None) -> Bucket | None:
+        if per_minute is None:
+            return None
+        return TokenBucket(per_minute) if shared is None else shared.bucket(name, per_minute)
+
     pool = ProviderPool(
         providers,
-        breakers={
-            name: CircuitBreaker(
-                name, failures=settings.breaker_failures, cooldown=settings.breaker_cooldown
-            )
-            for name in providers
-        },
-        limits={
-            name: TrackedLimiter(name, settings.provider(name).max_inflight) for name in providers
-        },
+        breakers={name: breaker(name) for name in providers},
+        limits={name: limiter(name, settings.provider(name).max_inflight) for name in providers},
         attempt_timeouts={name: timeouts.attempt[name] for name in providers},
     )
-    global_limit = TrackedLimiter("global", settings.max_inflight)
+    global_limit = limiter("global", settings.max_inflight)
+    quotas = {
+        name: ProviderQuota(
+            name,
+            rpm=bucket(f"{name}:rpm", getattr(settings, f"{name}_rpm")),
+            rpm_variable=f"EXAI_{name.upper()}_RPM",
+            tpm=bucket(f"{name}:tpm", getattr(settings, f"{name}_tpm")),
+            tpm_variable=f"EXAI_{name.upper()}_TPM",
+        )
+        for name in providers
+    }
     client_limits = ClientLimits(settings.client_max_inflight)
     catalog = ModelCatalog(
         {p.spec.name: p.default_model for p in settings.configured_providers()},
@@ -103,8 +131,10 @@ def build_services(settings: Settings, task_group: TaskGroup, store: ThreadStore
     files = FileAccessPolicy.from_roots(settings.effective_roots(), settings.max_file_bytes)
     pipeline = Pipeline(
         server_deadline=timeouts.server_deadline,
-        cache=ResultCache(max_entries=settings.cache_max_entries, ttl=settings.cache_ttl),
+        cache=local_cache if shared is None else shared.cache,
         flights=SingleFlight(task_group, grace=settings.cancel_grace),
+        across=None if shared is None else shared.flights,
+        quotas={name: q for name, q in quotas.items() if q.rpm or q.tpm},
         global_limit=global_limit,
         client_limits=client_limits,
         pool=pool,
@@ -134,6 +164,7 @@ def build_services(settings: Settings, task_group: TaskGroup, store: ThreadStore
             stuck_after=timeouts.server_deadline,
             interval=settings.health_interval,
         ),
+        shared=shared,
     )
 
 
@@ -278,6 +309,8 @@ def build_server(settings: Settings, store: ThreadStore | None = None) -> Server
             services = build_services(settings, tg, threads)
             configured = ", ".join(services.pool.providers) or "none (tool calls will explain)"
             log.info("exai-mcp %s ready; providers: %s", __version__, configured)
+            if services.shared is not None:
+                await services.shared.link.start(tg)  # bounded; degraded if Redis is down
             tg.start_soon(services.health.run)
             tg.start_soon(run_maintenance, threads)  # purges and shrinks, in a worker thread
             try:
@@ -287,6 +320,8 @@ def build_server(settings: Settings, store: ThreadStore | None = None) -> Server
                 with anyio.CancelScope(shield=True):
                     for provider in services.pool.providers.values():
                         await provider.aclose()
+                    if services.shared is not None:
+                        await services.shared.link.aclose()
                 if owned:
                     threads.close()
 

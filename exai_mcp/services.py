@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from exai_mcp.config import Settings, Timeouts
 from exai_mcp.files import FileAccessPolicy
@@ -11,6 +12,9 @@ from exai_mcp.middleware.pipeline import Pipeline
 from exai_mcp.middleware.pool import ProviderPool
 from exai_mcp.providers.catalog import ModelCatalog
 from exai_mcp.store.threads import ThreadStore
+
+if TYPE_CHECKING:
+    from exai_mcp.shared import SharedState
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,3 +27,5 @@ class Services:
     store: ThreadStore
     pipeline: Pipeline
     health: HealthMonitor
+    shared: SharedState | None = None
+    """The Redis link and its backends (EXAI_REDIS_URL), or None: all state in process."""

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import sys
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from mcp import Client, StdioServerParameters
 from exai_mcp.config import Settings
 from exai_mcp.server import build_server
 from exai_mcp.transports.http import HttpState, build_app
+from tests.redis_server import RedisServer
 
 SETTING_PREFIXES = (
     "EXAI_",
@@ -229,3 +231,29 @@ async def wait_until(predicate: Callable[[], bool], *, timeout: float) -> None:
             if predicate():
                 return
             await anyio.sleep(0.01)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real redis-server for the session (each test uses its own key prefix)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_prefix() -> str:
+    """A key namespace of its own, so tests sharing the session's Redis never meet."""
+    return f"t{uuid.uuid4().hex[:12]}:"
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own, for tests that stop or restart it."""
+    server = RedisServer(tmp_path).start()
+    try:
+        yield server
+    finally:
+        server.stop()

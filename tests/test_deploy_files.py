@@ -44,3 +44,26 @@ def test_the_launchd_agent_parses_and_serves_http_without_a_real_key() -> None:
     assert agent["ProgramArguments"][-3:] == ["exai-mcp", "serve", "--http"]
     assert agent["ExitTimeOut"] > 30
     assert all(v.startswith("your-") for v in agent["EnvironmentVariables"].values())
+
+
+def test_the_compose_example_runs_two_servers_on_one_redis_without_a_password_in_it() -> None:
+    import yaml
+
+    text = (DEPLOY / "compose" / "compose.yaml").read_text()
+    compose = yaml.safe_load(text)
+    services = compose["services"]
+    servers = {name: s for name, s in services.items() if "exai-mcp" in s.get("command", [])}
+    assert "redis" in services and len(servers) == 2
+    assert "--save" in services["redis"]["command"]  # no persistence, as the README says
+    urls = {s["environment"]["EXAI_REDIS_URL"] for s in servers.values()}
+    prefixes = {s["environment"]["EXAI_REDIS_PREFIX"] for s in servers.values()}
+    assert len(urls) == 1 and len(prefixes) == 1  # one Redis, one namespace
+    (url,) = urls
+    assert url.startswith("redis://") and "@redis:6379" in url and "${REDIS_PASSWORD}" in url
+    ports = [port for s in servers.values() for port in s["ports"]]
+    assert len(set(ports)) == 2
+    for server in servers.values():
+        command = server["command"]
+        assert command[command.index("exai-mcp") :][:3] == ["exai-mcp", "serve", "--http"]
+        # A non-loopback bind needs a token (the server refuses to start without one).
+        assert server["environment"]["EXAI_HTTP_TOKEN"].startswith("${")

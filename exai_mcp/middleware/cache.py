@@ -14,13 +14,25 @@ disables the cache.
 from __future__ import annotations
 
 import dataclasses
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from cachetools import TTLCache
 
 from exai_mcp.middleware.call import Answer, Call, Next
 
 T = TypeVar("T")
+
+
+class AnswerCache(Protocol):
+    """What the cache layers need: this class in process, `shared.cache.SharedCache` in Redis."""
+
+    hits: int
+    misses: int
+
+    async def lookup(self, key: str) -> Answer | None: ...
+    async def keep(self, key: str, value: Answer) -> None: ...
+    def stats(self) -> dict[str, int | float | bool]: ...
+    def __len__(self) -> int: ...
 
 
 class ResultCache(Generic[T]):
@@ -53,6 +65,13 @@ class ResultCache(Generic[T]):
         if self._store is not None:
             self._store[key] = value
 
+    async def lookup(self, key: str) -> T | None:
+        """`get` as the layers call it (the Redis cache needs an await)."""
+        return self.get(key)
+
+    async def keep(self, key: str, value: T) -> None:
+        self.put(key, value)
+
     def __len__(self) -> int:
         if self._store is None:
             return 0
@@ -73,11 +92,11 @@ class ResultCache(Generic[T]):
 class ServeFromCache:
     """Layer: a call whose answer is already in the cache costs nothing."""
 
-    def __init__(self, cache: ResultCache[Answer]) -> None:
+    def __init__(self, cache: AnswerCache) -> None:
         self.cache = cache
 
     async def __call__(self, call: Call, call_next: Next) -> Answer:
-        hit = self.cache.get(call.key) if call.key is not None else None
+        hit = await self.cache.lookup(call.key) if call.key is not None else None
         if hit is not None:
             return dataclasses.replace(hit, cached=True)
         return await call_next(call)
@@ -87,11 +106,11 @@ class KeepInCache:
     """Layer, inside the shared execution: the answer is kept even when every caller has
     left meanwhile, so their retry finds it."""
 
-    def __init__(self, cache: ResultCache[Answer]) -> None:
+    def __init__(self, cache: AnswerCache) -> None:
         self.cache = cache
 
     async def __call__(self, call: Call, call_next: Next) -> Answer:
         answer: Answer = await call_next(call)
         if call.key is not None:
-            self.cache.put(call.key, answer)
+            await self.cache.keep(call.key, answer)
         return answer

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import anyio
 
-from exai_mcp.middleware.limits import TrackedLimiter
+from exai_mcp.middleware.limits import Limiter
 
 log = logging.getLogger("exai_mcp.health")
 
@@ -27,7 +27,7 @@ class HealthMonitor:
 
     def __init__(
         self,
-        limiters: Sequence[TrackedLimiter] | Callable[[], Iterable[TrackedLimiter]],
+        limiters: Sequence[Limiter] | Callable[[], Iterable[Limiter]],
         *,
         stuck_after: float,
         interval: float,

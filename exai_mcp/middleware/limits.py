@@ -21,8 +21,9 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import anyio
 
@@ -118,10 +119,28 @@ class TrackedLimiter:
         return {"limit": self.total, "in_use": self.in_use(), "waiting": self.waiting()}
 
 
+class Limiter(Protocol):
+    """What the layers, the health monitor and `status` use: `TrackedLimiter` in process,
+    `shared.permits.SharedLimiter` across processes."""
+
+    name: str
+
+    @property
+    def total(self) -> int: ...
+    def hold(
+        self, holder: Holder, deadline: Deadline, on_wait: Callable[[str], None] | None = None
+    ) -> AbstractAsyncContextManager[Holder]: ...
+    def holders(self) -> list[Holder]: ...
+    def in_use(self) -> int: ...
+    def waiting(self) -> int: ...
+    def borrowers(self) -> int: ...
+    def stats(self) -> dict[str, int]: ...
+
+
 class ProviderLimit:
     """Layer: at most the provider's limit of attempts run at once (EXAI_<P>_MAX_INFLIGHT)."""
 
-    def __init__(self, limits: dict[str, TrackedLimiter]) -> None:
+    def __init__(self, limits: dict[str, Limiter]) -> None:
         self.limits = limits
 
     async def __call__(self, call: Call, call_next: Next) -> object:
@@ -135,7 +154,7 @@ class GlobalLimit:
 
     Taken after the provider's permit, so only calls that are about to run hold it."""
 
-    def __init__(self, limit: TrackedLimiter) -> None:
+    def __init__(self, limit: Limiter) -> None:
         self.limit = limit
 
     async def __call__(self, call: Call, call_next: Next) -> object:

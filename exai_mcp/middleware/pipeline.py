@@ -8,25 +8,31 @@ works for one caller; below it, for the one execution that identical callers sha
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
 from exai_mcp.files import FileAccessPolicy
 from exai_mcp.middleware.attempt import CallProvider
 from exai_mcp.middleware.breaker import CheckBreaker
-from exai_mcp.middleware.cache import KeepInCache, ResultCache, ServeFromCache
+from exai_mcp.middleware.cache import AnswerCache, KeepInCache, ServeFromCache
 from exai_mcp.middleware.call import Answer, Call, Layer, Next, Plan
 from exai_mcp.middleware.clients import ClientLimit, ClientLimits
 from exai_mcp.middleware.deadline import Deadline, EnforceDeadline, ProviderBudget
-from exai_mcp.middleware.limits import GlobalLimit, ProviderLimit, TrackedLimiter
+from exai_mcp.middleware.limits import GlobalLimit, Limiter, ProviderLimit
 from exai_mcp.middleware.metrics import CallStats, CountCalls
 from exai_mcp.middleware.pool import ProviderPool
 from exai_mcp.middleware.progress import ReportProgress, SendProgress
 from exai_mcp.middleware.prompt import BuildPrompt
+from exai_mcp.middleware.quota import EnforceQuota, ProviderQuota
 from exai_mcp.middleware.retry import RetryAttempts, RetryPolicy
 from exai_mcp.middleware.routing import RouteToProvider
-from exai_mcp.middleware.singleflight import ShareIdenticalCalls, SingleFlight
+from exai_mcp.middleware.singleflight import (
+    ServerFlights,
+    ShareAcrossServers,
+    ShareIdenticalCalls,
+    SingleFlight,
+)
 from exai_mcp.middleware.tool import RunTool
 from exai_mcp.observability.layers import (
     Observability,
@@ -58,9 +64,9 @@ class Pipeline:
         self,
         *,
         server_deadline: float,
-        cache: ResultCache[Answer],
+        cache: AnswerCache,
         flights: SingleFlight[Answer],
-        global_limit: TrackedLimiter,
+        global_limit: Limiter,
         client_limits: ClientLimits,
         pool: ProviderPool,
         catalog: ModelCatalog,
@@ -70,6 +76,8 @@ class Pipeline:
         progress_interval: float,
         redactor: Redactor,
         observability: Observability | None = None,
+        across: ServerFlights | None = None,
+        quotas: Mapping[str, ProviderQuota] | None = None,
     ) -> None:
         self.server_deadline = server_deadline
         self.cache = cache
@@ -89,11 +97,13 @@ class Pipeline:
             ObserveCacheLookup(obs, ServeFromCache(cache)),  # a known answer costs nothing
             ObserveSharing(obs, ShareIdenticalCalls(flights)),  # one execution; shared below
             KeepInCache(cache),  # kept even if every caller left meanwhile
+            ShareAcrossServers(across),  # with Redis: one execution on all servers
             ProviderBudget(),  # the tool's budget within the latest waiter's deadline
             RouteToProvider(pool, catalog, min_attempt=policy.min_attempt),  # auto fails over
             BuildPrompt(files, max_output_tokens=max_output_tokens, redactor=redactor),  # window
             ObserveAttempts(obs, RetryAttempts(policy, pool.stats)),  # retried in budget
             CheckBreaker(pool.breakers),  # before every attempt; every failure counts
+            EnforceQuota(quotas or {}),  # EXAI_<P>_RPM / _TPM, waiting within the deadline
             # The provider's permit first, then the global one: held only while running.
             ObservePermitWait(obs, ProviderLimit(limits), lambda c: limits[c.provider]),
             ObservePermitWait(obs, GlobalLimit(global_limit), lambda _c: global_limit),

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from exai_mcp.middleware.breaker import CircuitBreaker
-from exai_mcp.middleware.limits import TrackedLimiter
+from exai_mcp.middleware.limits import Limiter
 from exai_mcp.middleware.metrics import ProviderStats
 from exai_mcp.providers.base import Provider
 
@@ -16,7 +16,7 @@ class ProviderPool:
     providers: Mapping[str, Provider]
     """In preference order for model=auto."""
     breakers: Mapping[str, CircuitBreaker]
-    limits: Mapping[str, TrackedLimiter]
+    limits: Mapping[str, Limiter]
     attempt_timeouts: Mapping[str, float]
     stats: dict[str, ProviderStats] = field(init=False)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import anyio
 from anyio.abc import TaskGroup
@@ -174,4 +174,33 @@ class ShareIdenticalCalls:
 
         return await self.flights.run(
             call.key, shared, deadline=call.deadline, progress=call.report
+        )
+
+
+class ServerFlights(Protocol):
+    """Single-flight between server processes (`shared.flights.SharedFlights` over Redis)."""
+
+    async def run(
+        self,
+        key: str,
+        work: Callable[[], Awaitable[Answer]],
+        *,
+        deadline: Deadline,
+        report: Callable[[str], None],
+    ) -> Answer: ...
+
+
+class ShareAcrossServers:
+    """Layer, inside this process's shared execution: with EXAI_REDIS_URL, one execution per
+    key across every server on that Redis; without it (`flights=None`), nothing to do."""
+
+    def __init__(self, flights: ServerFlights | None) -> None:
+        self.flights = flights
+
+    async def __call__(self, call: Call, call_next: Next) -> Answer:
+        if self.flights is None or call.key is None:
+            answer: Answer = await call_next(call)
+            return answer
+        return await self.flights.run(
+            call.key, lambda: call_next(call), deadline=call.deadline, report=call.report
         )

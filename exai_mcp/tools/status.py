@@ -78,12 +78,31 @@ class StatusOutput(ToolOutput):
     timeouts: dict[str, Any]
     calls: dict[str, Any]
     health: list[str] = Field(description="Problems the health check sees now; empty when fine.")
+    shared: dict[str, Any] | None = Field(
+        None,
+        description="With EXAI_REDIS_URL: Redis state (shared/degraded), limits on all servers.",
+    )
     process: ProcessState
+
+
+def shared_problems(services: Services) -> list[str]:
+    """Redis trouble, as the health list shows it."""
+    if services.shared is None or not services.shared.link.degraded:
+        return []
+    return [
+        f"Redis at {services.shared.link.url} is unreachable: this server runs on its own "
+        "state (degraded) and reconnects in the background"
+    ]
 
 
 async def status(_args: StatusInput, services: Services) -> StatusOutput:
     pool = services.pool
     limiters = [services.pipeline.global_limit, *pool.limits.values()]
+    shared = await services.shared.snapshot() if services.shared is not None else None
+    for breaker in pool.breakers.values():
+        refresh = getattr(breaker, "refresh", None)  # a breaker shared with other servers
+        if refresh is not None:
+            await refresh()
     providers: dict[str, dict[str, Any]] = {}
     for name in SPECS:
         configured = name in pool.providers
@@ -109,7 +128,8 @@ async def status(_args: StatusInput, services: Services) -> StatusOutput:
         providers=providers,
         timeouts=services.timeouts.as_dict(),
         calls=services.pipeline.stats(),
-        health=list(services.health.problems().values()),
+        health=[*services.health.problems().values(), *shared_problems(services)],
+        shared=shared,
         process=process_state(),
     )
 

@@ -75,6 +75,7 @@ from exai_mcp.server import (
 )
 from exai_mcp.services import Services
 from exai_mcp.store.threads import ThreadStore
+from exai_mcp.tools.status import shared_problems
 from exai_mcp.transports.addresses import LOOPBACK_NAMES, WILDCARD_HOSTS, is_loopback
 
 log = logging.getLogger("exai_mcp.http")
@@ -449,6 +450,8 @@ class Health:
             for name in pool.providers
         }
         problems = list(services.health.problems().values())
+        # Redis down: degraded but serving (in-process state), so still 200 for a balancer.
+        redis_trouble = shared_problems(services)
         limiters = [services.pipeline.global_limit, *pool.limits.values()]
         usable = any(entry["available"] for entry in providers.values())
         if self.state.draining:
@@ -457,7 +460,7 @@ class Health:
             status = "no provider configured"
         elif not usable:
             status = "no provider available"
-        elif problems:
+        elif problems or redis_trouble:
             status = "degraded"
         else:
             status = "ok"
@@ -467,9 +470,12 @@ class Health:
             calls_in_flight=self.state.calls_in_flight,
             executions_in_flight=len(services.pipeline.flights),
             limits={lim.name: lim.stats() for lim in limiters},
-            problems=problems,
+            problems=[*problems, *redis_trouble],
         )
-        await send_json(send, 200 if status == "ok" else 503, body)
+        if services.shared is not None:  # with every server's permit holders (bounded reads)
+            body["redis"] = await services.shared.snapshot()
+        serving = status == "ok" or (status == "degraded" and not problems)
+        await send_json(send, 200 if serving else 503, body)
 
 
 class ToolList:
