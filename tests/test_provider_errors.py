@@ -67,7 +67,8 @@ async def test_rate_limit_carries_the_providers_retry_after(fake: FakeProvider) 
     error = await failure(create_glm(api_key=KEY, base_url=fake.base_url("/api/paas/v4")))
     assert isinstance(error, RateLimited)
     assert error.retry_after == 7
-    assert "rate limiting" in str(error) and "wait 7 s" in str(error)
+    assert str(error).startswith("glm:kimi-k2-0905-preview is rate limited")
+    assert "wait 7 s" in str(error) and "EXAI_GLM_MAX_INFLIGHT" in str(error)
 
 
 async def test_provider_5xx_is_unavailable_and_retryable(fake: FakeProvider) -> None:

@@ -3,7 +3,7 @@
 The attempt gets min(the provider's attempt timeout, what is left of the call's budget),
 counted from when it holds its permits. Running out of it is a `ProviderTimeout`, which the
 breaker above counts and the retry layer may retry; cancellation closes the HTTP request so the
-provider stops working on it.
+provider stops working on it. The timeout message names whichever of the two limits applied.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from exai_mcp.errors import DeadlineExceeded, ProviderError, ProviderTimeout
 from exai_mcp.middleware.call import Call, Next
 from exai_mcp.middleware.pool import ProviderPool
 from exai_mcp.providers.base import ChatResult
+from exai_mcp.providers.registry import SPECS
 
 
 class CallProvider:
@@ -25,7 +26,9 @@ class CallProvider:
         name = call.model.provider
         label = call.model.label
         stats = self.pool.stats[name]
-        timeout = min(self.pool.attempt_timeouts[name], call.deadline.remaining())
+        own = self.pool.attempt_timeouts[name]
+        left = call.deadline.remaining()
+        timeout = min(own, left)
         if timeout <= 0:
             raise DeadlineExceeded(
                 "the request's budget ran out before the provider could be called"
@@ -46,12 +49,26 @@ class CallProvider:
                 result = await self.pool.providers[name].complete(
                     call.chat, timeout=timeout, on_tokens=on_tokens
                 )
+            except ProviderTimeout:
+                pass  # the SDK's clock ran out with ours: one message for both, below
             except ProviderError as exc:
                 stats.errors[exc.kind] += 1
                 raise
-            stats.successes += 1
-            return result
+            else:
+                stats.successes += 1
+                return result
         stats.errors[ProviderTimeout.kind] += 1
+        timeout_variable = SPECS[name].timeout_variable if name in SPECS else "the attempt timeout"
+        if own <= left:
+            limit = f"no answer within {timeout:.1f} s ({timeout_variable})"
+            advice = f"raise {timeout_variable} (at most WORKFLOW_TOOL_TIMEOUT_SECS), or send less"
+        else:
+            setting = call.ask.budget_setting
+            limit = (
+                f"no answer within the {timeout:.1f} s left of the {call.deadline.budget:g} s "
+                f"budget ({setting})"
+            )
+            advice = f"raise {setting}, or send less"
         raise ProviderTimeout(
-            f"{label} did not finish within {timeout:.1f} s", provider=name, model=call.model.id
+            f"{label} timed out: {limit}", provider=name, model=call.model.id, advice=advice
         )

@@ -537,6 +537,7 @@ async def plan(args: WorkflowInput, services: Services) -> Plan[WorkflowOutput]:
             ),
             temperature=args.temperature,
             budget=services.timeouts.expert,
+            budget_setting="EXPERT_ANALYSIS_TIMEOUT_SECS",
         ),
         model=model,
         auto=args.model.strip().lower() == "auto",
