@@ -93,6 +93,8 @@ class Reply:
     error_message: str | None = None
     malformed: bool = False
     """Answer 200 with a body that is not what the API promises (garbled SSE or JSON)."""
+    malformed_body: bytes | None = None
+    """With `malformed`, this exact body instead of the default garble."""
     cut_after: int | None = None
     """Stream this many answer chunks, then drop the connection without finishing."""
 
@@ -422,10 +424,13 @@ class FakeProvider:
         await self._send(writer, status, headers, data)
         return keep
 
-    async def _send_malformed(self, writer: asyncio.StreamWriter, stream: bool, keep: bool) -> bool:
+    async def _send_malformed(
+        self, writer: asyncio.StreamWriter, stream: bool, keep: bool, body: bytes | None = None
+    ) -> bool:
         """A 200 whose body does not parse: what a broken gateway or proxy sends."""
         kind = "text/event-stream" if stream else "application/json"
-        body = b"data: {not json\n\n" if stream else b"<html>502 upstream garbled</html>"
+        if body is None:
+            body = b"data: {not json\n\n" if stream else b"<html>502 upstream garbled</html>"
         keep = keep and self.keep_alive
         headers = {
             "content-type": kind,
@@ -488,7 +493,8 @@ class FakeProvider:
             if reply.hang:
                 await _race(asyncio.Event().wait(), eof_task)
             if reply.malformed:
-                return await self._send_malformed(writer, bool(body.get("stream")), keep)
+                stream = bool(body.get("stream"))
+                return await self._send_malformed(writer, stream, keep, reply.malformed_body)
             if reply.status != 200:
                 return await self._send_error(
                     writer,
