@@ -141,7 +141,8 @@ async def plan(args: AnalyzeInput, services: Services) -> Plan[AnalyzeOutput]:
         )
 
     return Plan(
-        key={**asked, "thread": revision(thread) if thread else None},
+        # The question is already canonicalised and hashed: key on that, not on it again.
+        key={"question": question_key, "thread": revision(thread) if thread else None},
         ask=ExpertRequest(
             system=SYSTEM_PROMPT.format(focus=FOCUS_PROMPTS[args.focus]),
             intro="\n\n".join(part for part in (history, f"Question:\n{question}") if part),
