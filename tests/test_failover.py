@@ -92,3 +92,15 @@ async def test_malformed_replies_are_retried_and_count_against_the_breaker(
     assert "kimi:kimi-k2-0905-preview returned a malformed response" in text
     assert fake.chat_count == 2  # retried once, then the breaker stopped the third attempt
     assert status["providers"]["kimi"]["errors"] == {"malformed": 2}
+
+
+async def test_a_named_model_is_never_served_the_answer_auto_got_from_another_provider(
+    fake: FakeProvider, glm_fake: FakeProvider, tmp_path: Path
+) -> None:
+    fake.require_key = "the-real-kimi-key"  # kimi rejects its key: auto answers from GLM
+    settings = settings_for_two(fake, glm_fake, tmp_path)
+    async with in_process_client(settings) as client:
+        routed = await client.call_tool("analyze", {"text": "q"})
+        named = await client.call_tool("analyze", {"text": "q", "model": "kimi-k2"})
+    assert routed.structured_content["provider"] == "glm"
+    assert named.is_error and "kimi is paused" in named.content[0].text  # not GLM's answer
