@@ -9,9 +9,15 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import anyio
 import pytest
 from fake_provider import FakeProvider, Reply
 from mcp import Client
+
+from exai_mcp.errors import DeadlineExceeded, StreamCut
+from exai_mcp.middleware.deadline import SERVER_DEADLINE_SETTING, Deadline
+from exai_mcp.providers.base import ChatRequest
+from exai_mcp.providers.kimi import create_kimi
 
 from tests.conftest import provider_env, read_status, stdio_params
 
@@ -104,10 +110,6 @@ async def test_a_malformed_reply_followed_by_a_good_one_gives_an_answer(
 async def test_a_stream_cut_mid_answer_is_the_providers_fault_whatever_the_framing(
     keep_alive: bool,
 ) -> None:
-    from exai_mcp.errors import StreamCut
-    from exai_mcp.providers.base import ChatRequest
-    from exai_mcp.providers.kimi import create_kimi
-
     async with FakeProvider(keep_alive=keep_alive, answer="one two three four five six") as f:
         f.enqueue(Reply(cut_after=1))
         provider = create_kimi(api_key="k", base_url=f.base_url("/v1"))
@@ -118,3 +120,15 @@ async def test_a_stream_cut_mid_answer_is_the_providers_fault_whatever_the_frami
                 )
         finally:
             await provider.aclose()
+
+
+async def test_a_request_past_its_server_deadline_says_so_first_and_names_the_setting() -> None:
+    deadline = Deadline.after(0.05)
+    with (
+        pytest.raises(DeadlineExceeded) as caught,
+        deadline.enforce("the analyze request", SERVER_DEADLINE_SETTING),
+    ):
+        await anyio.sleep_forever()
+    text = str(caught.value)
+    assert text.startswith("the analyze request timed out: ")
+    assert "WORKFLOW_TOOL_TIMEOUT_SECS" in text.partition("; ")[0]
