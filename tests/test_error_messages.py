@@ -18,7 +18,6 @@ from exai_mcp.errors import DeadlineExceeded, StreamCut
 from exai_mcp.middleware.deadline import SERVER_DEADLINE_SETTING, Deadline
 from exai_mcp.providers.base import ChatRequest
 from exai_mcp.providers.kimi import create_kimi
-
 from tests.conftest import provider_env, read_status, stdio_params
 
 KIMI = "kimi:kimi-k2-0905-preview"
