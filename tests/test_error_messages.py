@@ -18,7 +18,7 @@ from exai_mcp.errors import DeadlineExceeded, StreamCut
 from exai_mcp.middleware.deadline import SERVER_DEADLINE_SETTING, Deadline
 from exai_mcp.providers.base import ChatRequest
 from exai_mcp.providers.kimi import create_kimi
-from tests.conftest import provider_env, read_status, stdio_params
+from tests.conftest import in_process_client, provider_env, read_status, settings_for, stdio_params
 
 KIMI = "kimi:kimi-k2-0905-preview"
 KEYS = ("kimi-test-key-123", "glm-test-key-456")
@@ -131,3 +131,30 @@ async def test_a_request_past_its_server_deadline_says_so_first_and_names_the_se
     text = str(caught.value)
     assert text.startswith("the analyze request timed out: ")
     assert "WORKFLOW_TOOL_TIMEOUT_SECS" in text.partition("; ")[0]
+
+
+async def test_a_workflow_expert_timeout_names_the_expert_budget_not_the_tool_timeout(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    fake.enqueue(Reply(hang=True))
+    settings = settings_for(
+        fake, tmp_path, WORKFLOW_TOOL_TIMEOUT_SECS=3, EXPERT_ANALYSIS_TIMEOUT_SECS=1
+    )
+    final_step = {
+        "kind": "debug",
+        "step": "the one step",
+        "step_number": 1,
+        "total_steps": 1,
+        "next_step_required": False,
+        "findings": "what was found",
+        "model": "kimi-k2",
+    }
+    async with in_process_client(settings) as client:
+        result = await client.call_tool("workflow", final_step)
+    assert result.is_error
+    check(
+        result.content[0].text,
+        f"{KIMI} timed out: no answer within the ",
+        "1 attempt, no time left in the 1 s budget (EXPERT_ANALYSIS_TIMEOUT_SECS)",
+        "raise EXPERT_ANALYSIS_TIMEOUT_SECS",
+    )
