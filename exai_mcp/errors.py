@@ -7,7 +7,8 @@
     │   ├── UnknownTool        the call named a tool this server does not have
     │   ├── InvalidArguments   the arguments failed the tool's input model
     │   ├── FileAccessError    a path is outside the roots, secret, missing, binary or too big
-    │   └── ThreadError        a continuation_id is unknown, expired or full
+    │   ├── ThreadError        a continuation_id is unknown, expired or full
+    │   └── PromptTooLarge     the prompt cannot fit the model's window (nothing is sent)
     ├── BusyError              no concurrency permit in time, or the thread store stayed locked
     ├── DeadlineExceeded       the request's time budget ran out
     ├── DaemonUnavailable      an attached stdio process cannot reach the daemon (names the URL)
@@ -16,16 +17,23 @@
         ├── RateLimited        HTTP 429, with the provider's Retry-After when given
         │   └── QuotaExhausted   our own EXAI_<P>_RPM/TPM quota has no room before the deadline
         ├── ProviderUnavailable  HTTP 5xx, or the circuit breaker is open
-        │   └── MalformedResponse  a reply that does not parse (retried like a 5xx)
+        │   ├── MalformedResponse  a reply that does not parse (retried like a 5xx)
+        │   └── StreamCut      the answer's stream ended before it was complete (retried)
         ├── BadRequest         HTTP 400/404/422: the request itself is wrong; never retried
         ├── ProviderTimeout    one attempt took longer than its timeout
         └── Unreachable        the base URL could not be connected to (names the URL)
 
 Provider SDK exceptions never travel past `exai_mcp.providers`; tools and middleware only
 see these classes. `user_message` turns any exception into the text the client sees.
+
+A provider error reads in three parts, joined by "; ": the cause with `provider:model` first
+(`kimi:kimi-k2-0905-preview timed out: ...`), what was tried (added by the retry layer, which
+alone knows), and which setting to change (`advice`). The API key is never in any part.
 """
 
 from __future__ import annotations
+
+import copy as _copy
 
 
 class ExaiError(Exception):
@@ -93,16 +101,50 @@ class DaemonUnavailable(ExaiError):
     kind = "daemon"
 
 
+class PromptTooLarge(InputError):
+    """The estimated prompt cannot fit the model's window: refused before anything is paid.
+
+    `needed` (prompt estimate plus the answer's reserve, in tokens) lets `model=auto` look
+    for a provider whose model has room.
+    """
+
+    kind = "prompt_too_large"
+
+    def __init__(self, message: str, *, needed: int = 0) -> None:
+        super().__init__(message)
+        self.needed = needed
+
+
 class ProviderError(ExaiError):
-    """A provider failed. `retryable` tells the retry layer whether another attempt may help."""
+    """A provider failed. `retryable` tells the retry layer whether another attempt may help.
+
+    `str()` is `cause; tried; advice` (empty parts left out): the cause opens the message.
+    """
 
     kind = "provider"
     retryable = False
 
-    def __init__(self, message: str, *, provider: str = "", model: str = "") -> None:
+    def __init__(
+        self, message: str, *, provider: str = "", model: str = "", advice: str = ""
+    ) -> None:
         super().__init__(message)
         self.provider = provider
         self.model = model
+        self.advice = advice
+        self.tried = ""
+
+    @property
+    def cause(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+    def __str__(self) -> str:
+        return "; ".join(part for part in (self.cause, self.tried, self.advice) if part)
+
+    def with_tried(self, tried: str) -> ProviderError:
+        """A copy saying what was tried (attempts, budget), placed between cause and advice."""
+        copy = _copy.copy(self)
+        copy.tried = tried
+        return copy
 
 
 class AuthRejected(ProviderError):
@@ -114,9 +156,15 @@ class RateLimited(ProviderError):
     retryable = True
 
     def __init__(
-        self, message: str, *, provider: str = "", model: str = "", retry_after: float | None = None
+        self,
+        message: str,
+        *,
+        provider: str = "",
+        model: str = "",
+        advice: str = "",
+        retry_after: float | None = None,
     ) -> None:
-        super().__init__(message, provider=provider, model=model)
+        super().__init__(message, provider=provider, model=model, advice=advice)
         self.retry_after = retry_after
 
 
@@ -159,6 +207,12 @@ class MalformedResponse(ProviderUnavailable):
     """A 200 whose body does not parse: the provider's (or a gateway's) fault, not ours."""
 
     kind = "malformed"
+
+
+class StreamCut(ProviderUnavailable):
+    """The streamed answer stopped before its end (connection dropped, no finish_reason)."""
+
+    kind = "stream_cut"
 
 
 def user_message(exc: BaseException) -> str:

@@ -28,13 +28,15 @@ lists above only name data and key formats.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import PurePath
+from typing import TYPE_CHECKING
 
-from pathspec import GitIgnoreSpec
-from pathspec.pattern import Pattern
+if TYPE_CHECKING:
+    from pathspec.pattern import Pattern
 
 __all__ = ["SecretHit", "normalise_name", "secret_content", "secret_hits"]
 
@@ -59,7 +61,11 @@ class _Rule:
     is_dir: bool
 
 
-def _load_rules() -> tuple[_Rule, ...]:
+@functools.cache
+def _rules() -> tuple[_Rule, ...]:
+    """The compiled rules, on first use: a server asked about no file never loads pathspec."""
+    from pathspec import GitIgnoreSpec
+
     text = files("exai_mcp").joinpath(PATTERNS_FILE).read_text(encoding="utf-8")
     rules = []
     for pattern in GitIgnoreSpec.from_lines(text.splitlines()).patterns:
@@ -69,9 +75,6 @@ def _load_rules() -> tuple[_Rule, ...]:
         name = source.removeprefix("**/").removesuffix("/")
         rules.append(_Rule(name, pattern, is_dir=source.endswith("/")))
     return tuple(rules)
-
-
-_RULES = _load_rules()
 
 
 def normalise_name(name: str) -> str:
@@ -107,7 +110,8 @@ def secret_hits(path: PurePath) -> list[SecretHit]:
     parts = path.parts[1:]
     spelled = "/".join(normalise_name(part) for part in parts)
     hits = []
-    for index, rule in enumerate(_RULES):
+    rules = _rules()
+    for index, rule in enumerate(rules):
         if not rule.pattern.include:
             continue
         where = _location(rule, spelled)
@@ -115,7 +119,7 @@ def secret_hits(path: PurePath) -> list[SecretHit]:
             continue
         if any(
             not later.pattern.include and _location(later, spelled) == where
-            for later in _RULES[index + 1 :]
+            for later in rules[index + 1 :]
         ):
             continue
         depth = where.count("/") + 1

@@ -14,6 +14,11 @@ Usage::
         r = await client.chat.completions.create(model="kimi-k2", messages=msgs)
         assert fake.chat_count == 2
 
+Streamed answers use HTTP/1.1 keep-alive (chunked transfer encoding), as real providers do,
+so a client reuses its connection; ``keep_alive=False`` (``--close-streams``) restores the old
+behaviour of closing every streamed connection, to exercise reconnects. ``connections``
+counts the TCP connections accepted.
+
 As a subprocess: ``python scripts/fake_provider.py [--port 0] [--latency 0.5] [--answer TEXT]``
 prints one line ``http://127.0.0.1:PORT`` to stdout once listening and runs until
 SIGTERM/SIGINT, or until its stdin (when it is a pipe or a terminal) reaches EOF.
@@ -88,6 +93,10 @@ class Reply:
     error_message: str | None = None
     malformed: bool = False
     """Answer 200 with a body that is not what the API promises (garbled SSE or JSON)."""
+    malformed_body: bytes | None = None
+    """With `malformed`, this exact body instead of the default garble."""
+    cut_after: int | None = None
+    """Stream this many answer chunks, then drop the connection without finishing."""
 
 
 @dataclass
@@ -119,6 +128,7 @@ class FakeProvider:
         fail_rate: float = 0.0,
         seed: int | None = 0,
         port: int = 0,
+        keep_alive: bool = True,
     ) -> None:
         self.latency = latency
         self.chunk_delay = chunk_delay
@@ -129,6 +139,8 @@ class FakeProvider:
         self.models = list(models)
         self.require_key = require_key
         self.fail_rate = fail_rate
+        self.keep_alive = keep_alive
+        """Streamed answers keep their connection open (chunked); False closes each one."""
         self._seed = seed
         self._rng = random.Random(seed)
         self._requested_port = port
@@ -144,6 +156,7 @@ class FakeProvider:
         self.active = 0
         self.max_active = 0
         self.disconnects = 0
+        self.connections = 0
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -231,6 +244,7 @@ class FakeProvider:
         self.chat_count = 0
         self.max_active = self.active
         self.disconnects = 0
+        self.connections = 0
         self._rng = random.Random(self._seed)
         self._changed()
 
@@ -289,6 +303,7 @@ class FakeProvider:
         task = asyncio.current_task()
         if task is not None:
             self._conn_tasks.add(task)
+        self.connections += 1
         try:
             while True:
                 request = await self._read_request(reader)
@@ -409,13 +424,21 @@ class FakeProvider:
         await self._send(writer, status, headers, data)
         return keep
 
-    async def _send_malformed(self, writer: asyncio.StreamWriter, stream: bool) -> bool:
+    async def _send_malformed(
+        self, writer: asyncio.StreamWriter, stream: bool, keep: bool, body: bytes | None = None
+    ) -> bool:
         """A 200 whose body does not parse: what a broken gateway or proxy sends."""
         kind = "text/event-stream" if stream else "application/json"
-        body = b"data: {not json\n\n" if stream else b"<html>502 upstream garbled</html>"
-        headers = {"content-type": kind, "content-length": str(len(body)), "connection": "close"}
+        if body is None:
+            body = b"data: {not json\n\n" if stream else b"<html>502 upstream garbled</html>"
+        keep = keep and self.keep_alive
+        headers = {
+            "content-type": kind,
+            "content-length": str(len(body)),
+            "connection": "keep-alive" if keep else "close",
+        }
         await self._send(writer, 200, headers, body)
-        return False
+        return keep
 
     async def _send_error(
         self,
@@ -470,7 +493,8 @@ class FakeProvider:
             if reply.hang:
                 await _race(asyncio.Event().wait(), eof_task)
             if reply.malformed:
-                return await self._send_malformed(writer, bool(body.get("stream")))
+                stream = bool(body.get("stream"))
+                return await self._send_malformed(writer, stream, keep, reply.malformed_body)
             if reply.status != 200:
                 return await self._send_error(
                     writer,
@@ -490,10 +514,18 @@ class FakeProvider:
             if body.get("stream"):
                 opts = body.get("stream_options") or {}
                 include_usage = bool(isinstance(opts, dict) and opts.get("include_usage"))
+                keep = keep and self.keep_alive
                 await self._stream(
-                    writer, eof_task, model, text, usage if include_usage else None, self.reasoning
+                    writer,
+                    eof_task,
+                    model,
+                    text,
+                    usage if include_usage else None,
+                    self.reasoning,
+                    keep=keep,
+                    cut_after=reply.cut_after,
                 )
-                return False
+                return keep
             payload = {
                 "id": f"chatcmpl-fake-{self.chat_count}",
                 "object": "chat.completion",
@@ -551,7 +583,11 @@ class FakeProvider:
         text: str,
         usage: dict[str, int] | None,
         reasoning: str | None = None,
+        *,
+        keep: bool = False,
+        cut_after: int | None = None,
     ) -> None:
+        """SSE events; with `keep`, chunked so the connection outlives the answer."""
         base = {
             "id": f"chatcmpl-fake-{self.chat_count}",
             "object": "chat.completion.chunk",
@@ -567,26 +603,36 @@ class FakeProvider:
             }
             return f"data: {json.dumps(chunk)}\n\n".encode()
 
+        def frame(data: bytes) -> bytes:
+            return b"%x\r\n%s\r\n" % (len(data), data) if keep else data
+
         headers = {
             "content-type": "text/event-stream; charset=utf-8",
             "cache-control": "no-cache",
-            "connection": "close",
+            "connection": "keep-alive" if keep else "close",
             "x-request-id": f"fake-{len(self.requests)}",
         }
+        if keep:
+            headers["transfer-encoding"] = "chunked"
         await self._send(writer, 200, headers)
-        writer.write(event({"role": "assistant", "content": ""}, None))
+        writer.write(frame(event({"role": "assistant", "content": ""}, None)))
         await writer.drain()
+        sent = 0
         # A thinking model's reasoning streams first, then the answer itself.
         for key, source in (("reasoning_content", reasoning or ""), ("content", text)):
             for piece in _split_chunks(source):
                 if eof_task.done():
                     raise _Disconnected
+                if key == "content" and cut_after is not None and sent >= cut_after:
+                    writer.transport.abort()  # mid-answer, as a crashed upstream worker does
+                    raise _Disconnected
                 if self.chunk_delay > 0:
                     await _race(asyncio.sleep(self.chunk_delay), eof_task)
-                writer.write(event({key: piece}, None))
+                writer.write(frame(event({key: piece}, None)))
                 await writer.drain()
+                sent += key == "content"
         final = event({}, "stop", usage=usage) if usage is not None else event({}, "stop")
-        writer.write(final + b"data: [DONE]\n\n")
+        writer.write(frame(final + b"data: [DONE]\n\n") + (b"0\r\n\r\n" if keep else b""))
         await writer.drain()
 
 
@@ -660,6 +706,7 @@ async def _serve(args: argparse.Namespace) -> None:
         fail_rate=args.fail_rate,
         seed=args.seed,
         port=args.port,
+        keep_alive=not args.close_streams,
     )
     async with fake:
         sys.stdout.write(fake.url + "\n")
@@ -679,6 +726,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--require-key", default=None, help="only accept this bearer key")
     parser.add_argument("--fail-rate", type=float, default=0.0, help="fraction of random 500s")
     parser.add_argument("--seed", type=int, default=0, help="seed for --fail-rate")
+    parser.add_argument(
+        "--close-streams",
+        action="store_true",
+        help="close the connection after every streamed answer (the old behaviour)",
+    )
     parser.add_argument(
         "--no-stdin-watch", action="store_true", help="do not exit when stdin reaches EOF"
     )

@@ -29,7 +29,7 @@ async def test_a_hanging_provider_opens_its_breaker_and_auto_moves_to_the_other(
         fake.release()
     assert first.is_error and second.is_error
     assert status["providers"]["kimi"]["breaker"]["state"] == "open"
-    assert "did not finish within" in status["providers"]["kimi"]["breaker"]["reason"]
+    assert "kimi:kimi-k2-0905-preview timed out" in status["providers"]["kimi"]["breaker"]["reason"]
     assert status["providers"]["kimi"]["available_for_auto"] is False
     assert not routed.is_error, routed.content
     assert routed.structured_content["provider"] == "glm"
@@ -89,6 +89,18 @@ async def test_malformed_replies_are_retried_and_count_against_the_breaker(
         status = await read_status(client)
     text = result.content[0].text
     assert result.is_error and "internal error" not in text
-    assert "kimi returned a malformed response" in text
+    assert "kimi:kimi-k2-0905-preview returned a malformed response" in text
     assert fake.chat_count == 2  # retried once, then the breaker stopped the third attempt
     assert status["providers"]["kimi"]["errors"] == {"malformed": 2}
+
+
+async def test_a_named_model_is_never_served_the_answer_auto_got_from_another_provider(
+    fake: FakeProvider, glm_fake: FakeProvider, tmp_path: Path
+) -> None:
+    fake.require_key = "the-real-kimi-key"  # kimi rejects its key: auto answers from GLM
+    settings = settings_for_two(fake, glm_fake, tmp_path)
+    async with in_process_client(settings) as client:
+        routed = await client.call_tool("analyze", {"text": "q"})
+        named = await client.call_tool("analyze", {"text": "q", "model": "kimi-k2"})
+    assert routed.structured_content["provider"] == "glm"
+    assert named.is_error and "kimi is paused" in named.content[0].text  # not GLM's answer

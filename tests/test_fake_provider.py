@@ -298,3 +298,49 @@ def test_script_mode_sigterm() -> None:
         assert _readline_with_timeout(proc, 10).startswith("http://127.0.0.1:")
         proc.terminate()
         assert proc.wait(timeout=5) == 0
+
+
+async def stream_three(fake: FakeProvider) -> list[str]:
+    """Three streamed answers, one after another, on one SDK client (one connection pool)."""
+    texts = []
+    async with make_client(fake) as client:
+        for _ in range(3):
+            stream = await client.chat.completions.create(
+                model="kimi-k2", messages=MESSAGES, stream=True
+            )
+            parts = [c.choices[0].delta.content or "" async for c in stream if c.choices]
+            texts.append("".join(parts))
+    return texts
+
+
+async def test_streamed_answers_keep_their_connection_alive() -> None:
+    async with FakeProvider(answer="one two three") as fake:
+        assert await stream_three(fake) == ["one two three"] * 3
+        assert fake.connections == 1  # like a real provider: no TCP connect per call
+
+
+async def test_the_close_switch_makes_every_stream_reconnect_and_each_still_answers() -> None:
+    async with FakeProvider(answer="one two three", keep_alive=False) as fake:
+        assert await stream_three(fake) == ["one two three"] * 3
+        assert fake.connections == 3 and fake.chat_count == 3
+
+
+def test_script_mode_close_streams_flag_turns_keep_alive_off() -> None:
+    with _spawn("--close-streams", "--answer", "hi") as proc:
+        line = _readline_with_timeout(proc, 10)
+
+        async def connection_headers() -> list[str | None]:
+            async with openai.AsyncOpenAI(
+                api_key="k", base_url=line + "/v1", max_retries=0, timeout=5
+            ) as client:
+                seen = []
+                for _ in range(2):
+                    raw = await client.chat.completions.with_raw_response.create(
+                        model="m", messages=MESSAGES, stream=True
+                    )
+                    seen.append(raw.headers.get("connection"))
+                    async for _chunk in raw.parse():
+                        pass
+                return seen
+
+        assert asyncio.run(connection_headers()) == ["close", "close"]

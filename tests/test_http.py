@@ -457,6 +457,9 @@ async def test_sigterm_lets_calls_in_flight_finish_refuses_new_ones_then_exits_0
                 httpx2.AsyncClient(base_url=url, timeout=15) as http,
                 Client(f"{url}/mcp") as client,
             ):
+                # The client checks a result against the tool's outputSchema, fetching the list
+                # first if it has none: fetched now, not while the server is shutting down.
+                await client.list_tools()
 
                 async def over_rest() -> None:
                     reply["rest"] = await http.post("/api/v1/execute", json=call_body("slow"))

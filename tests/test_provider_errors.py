@@ -18,6 +18,7 @@ from fake_provider import FakeProvider, Reply
 from exai_mcp.errors import (
     AuthRejected,
     BadRequest,
+    MalformedResponse,
     ProviderError,
     ProviderTimeout,
     ProviderUnavailable,
@@ -67,7 +68,8 @@ async def test_rate_limit_carries_the_providers_retry_after(fake: FakeProvider) 
     error = await failure(create_glm(api_key=KEY, base_url=fake.base_url("/api/paas/v4")))
     assert isinstance(error, RateLimited)
     assert error.retry_after == 7
-    assert "rate limiting" in str(error) and "wait 7 s" in str(error)
+    assert str(error).startswith("glm:kimi-k2-0905-preview is rate limited")
+    assert "wait 7 s" in str(error) and "EXAI_GLM_MAX_INFLIGHT" in str(error)
 
 
 async def test_provider_5xx_is_unavailable_and_retryable(fake: FakeProvider) -> None:
@@ -97,6 +99,20 @@ async def test_unreachable_base_url_is_printed() -> None:
     error = await failure(create_kimi(api_key=KEY, base_url=url), timeout=2)
     assert isinstance(error, Unreachable)
     assert url in str(error) and "KIMI_BASE_URL" in str(error)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"data: {not json\n\n", b"data: [1, 2]\n\n", b'data: {"choices": [7]}\n\n'],
+    ids=["not-json", "json-list", "choice-not-an-object"],
+)
+async def test_an_sse_event_that_is_not_a_chunk_is_the_providers_malformed_response(
+    fake: FakeProvider, body: bytes
+) -> None:
+    fake.enqueue(Reply(malformed=True, malformed_body=body))
+    error = await failure(create_kimi(api_key=KEY, base_url=fake.base_url("/v1")))
+    assert isinstance(error, MalformedResponse) and error.retryable
+    assert str(error).startswith("kimi:kimi-k2-0905-preview returned a malformed response")
 
 
 def test_glm_temperature_is_clamped_into_its_open_interval() -> None:

@@ -3,7 +3,7 @@
 The attempt gets min(the provider's attempt timeout, what is left of the call's budget),
 counted from when it holds its permits. Running out of it is a `ProviderTimeout`, which the
 breaker above counts and the retry layer may retry; cancellation closes the HTTP request so the
-provider stops working on it.
+provider stops working on it. The timeout message names whichever of the two limits applied.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from exai_mcp.errors import DeadlineExceeded, ProviderError, ProviderTimeout
 from exai_mcp.middleware.call import Call, Next
 from exai_mcp.middleware.pool import ProviderPool
 from exai_mcp.providers.base import ChatResult
+from exai_mcp.providers.registry import SPECS
 
 
 class CallProvider:
@@ -27,7 +28,9 @@ class CallProvider:
         name = call.model.provider
         label = call.model.label
         stats = self.pool.stats[name]
-        timeout = min(self.pool.attempt_timeouts[name], call.deadline.remaining())
+        own = self.pool.attempt_timeouts[name]
+        left = call.deadline.remaining()
+        timeout = min(own, left)
         if timeout <= 0:
             raise DeadlineExceeded(
                 "the request's budget ran out before the provider could be called"
@@ -50,18 +53,19 @@ class CallProvider:
                     result = await self.pool.providers[name].complete(
                         call.chat, timeout=timeout, on_tokens=on_tokens
                     )
+                except ProviderTimeout:
+                    pass  # the SDK's clock ran out with ours: one message for both, below
                 except ProviderError as exc:
                     status = exc.kind
                     raise
                 except anyio.get_cancelled_exc_class():
                     status = "cancelled"  # or, if the attempt timeout fired, a timeout below
                     raise
-                status = "ok"
-                return result
+                else:
+                    status = "ok"
+                    return result
             status = ProviderTimeout.kind
-            raise ProviderTimeout(
-                f"{label} did not finish within {timeout:.1f} s", provider=name, model=call.model.id
-            )
+            raise self._timed_out(call, own, left, timeout)
         finally:
             stats.record_request(
                 call.model.id,
@@ -70,3 +74,24 @@ class CallProvider:
                 input_tokens=result.prompt_tokens if result else 0,
                 output_tokens=result.completion_tokens if result else 0,
             )
+
+    @staticmethod
+    def _timed_out(call: Call, own: float, left: float, timeout: float) -> ProviderTimeout:
+        """Which limit ran out, the provider's attempt timeout or the call's budget, and what
+        to change."""
+        assert call.model is not None
+        name, label = call.model.provider, call.model.label
+        timeout_variable = SPECS[name].timeout_variable if name in SPECS else "the attempt timeout"
+        if own <= left:
+            limit = f"no answer within {timeout:.1f} s ({timeout_variable})"
+            advice = f"raise {timeout_variable} (at most WORKFLOW_TOOL_TIMEOUT_SECS), or send less"
+        else:
+            setting = call.ask.budget_setting
+            limit = (
+                f"no answer within the {timeout:.1f} s left of the {call.deadline.budget:g} s "
+                f"budget ({setting})"
+            )
+            advice = f"raise {setting}, or send less"
+        return ProviderTimeout(
+            f"{label} timed out: {limit}", provider=name, model=call.model.id, advice=advice
+        )

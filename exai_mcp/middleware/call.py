@@ -41,6 +41,8 @@ class ExpertRequest:
     temperature: float | None = None
     budget: float = 0.0
     """Seconds for the provider path (the tool timeout, or the expert timeout)."""
+    budget_setting: str = "WORKFLOW_TOOL_TIMEOUT_SECS"
+    """The variable that sets `budget`, named when the budget runs out."""
 
 
 @dataclass(frozen=True, slots=True)

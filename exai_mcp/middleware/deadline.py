@@ -75,7 +75,8 @@ class Deadline:
             scope.deadline = anyio.current_time() + self.remaining()
 
     @contextmanager
-    def enforce(self, what: str) -> Iterator[None]:
+    def enforce(self, what: str, setting: str = "") -> Iterator[None]:
+        """`setting` names what sets this budget, for the message when it runs out."""
         with anyio.CancelScope(deadline=anyio.current_time() + self.remaining()) as scope:
             self._scopes.append(scope)
             try:
@@ -83,17 +84,21 @@ class Deadline:
             finally:
                 self._scopes.remove(scope)
         if scope.cancelled_caught:
+            set_by = f" ({setting})" if setting else ""
             raise DeadlineExceeded(
-                f"{what} did not finish within its {self.budget:g} s budget "
-                f"(gave up after {self.elapsed():.1f} s)"
+                f"{what} timed out: it did not finish within its {self.budget:g} s budget"
+                f"{set_by}; gave up after {self.elapsed():.1f} s"
             )
+
+
+SERVER_DEADLINE_SETTING = "the server deadline, ceil(1.5 x WORKFLOW_TOOL_TIMEOUT_SECS)"
 
 
 class EnforceDeadline:
     """Layer: the caller's own deadline, counted from the request's arrival."""
 
     async def __call__(self, call: Call, call_next: Next) -> object:
-        with call.deadline.enforce(f"the {call.tool} request"):
+        with call.deadline.enforce(f"the {call.tool} request", SERVER_DEADLINE_SETTING):
             return await call_next(call)
 
 

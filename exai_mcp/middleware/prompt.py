@@ -6,12 +6,17 @@ does not fit is listed with the reason, never cut. Every API key is masked in th
 errors, before it is cached, stored or returned; then the reply is cut at EXAI_MAX_OUTPUT_TOKENS,
 saying so. Built after routing, so a call that moves to another provider is rebuilt for that
 model's window.
+
+Before anything is sent, the prompt without its files (which are fitted, or left out) is
+estimated: if it cannot fit the model's window less the answer's reserve, the call is refused
+at once with the numbers (`PromptTooLarge`), so an oversized text is never paid for.
 """
 
 from __future__ import annotations
 
 import time
 
+from exai_mcp.errors import PromptTooLarge
 from exai_mcp.files import FileAccessPolicy, estimate_tokens
 from exai_mcp.middleware.call import Answer, Call, Next
 from exai_mcp.providers.base import ChatRequest, ChatResult
@@ -51,11 +56,12 @@ class BuildPrompt:
         assert call.model is not None, "routing comes first"
         window = call.model.context_window
         answer_room = min(self.max_output_tokens, window // 4)
-        file_budget = (
-            int(window * (1 - ESTIMATE_MARGIN))
-            - answer_room
-            - estimate_tokens(ask.system + ask.intro + ask.closing)
+        fixed = (
+            estimate_tokens(ask.system) + estimate_tokens(ask.intro) + estimate_tokens(ask.closing)
         )
+        if fixed + answer_room > window:
+            raise self._too_large(call, fixed, answer_room)
+        file_budget = int(window * (1 - ESTIMATE_MARGIN)) - answer_room - fixed
         embedded = (
             await self.files.embed_async(ask.files, max(file_budget, 0)) if ask.files else None
         )
@@ -78,4 +84,17 @@ class BuildPrompt:
             truncated=truncated,
             files_included=tuple(embedded.included) if embedded else (),
             files_left_out=tuple(embedded.left_out) if embedded else (),
+        )
+
+    def _too_large(self, call: Call, fixed: int, answer_room: int) -> PromptTooLarge:
+        assert call.model is not None
+        window = call.model.context_window
+        files = " (files are left out first, so it is the text itself)" if call.ask.files else ""
+        return PromptTooLarge(
+            f"{call.model.label} cannot take this prompt: about {fixed:,} tokens estimated"
+            f"{files}, over its {window:,}-token context window less {answer_room:,} kept for "
+            f"the answer ({window - answer_room:,} tokens); nothing was sent to the provider; "
+            "send a shorter text or fewer files, or pick a model with a larger context window "
+            "(the `model` argument; EXAI_MAX_OUTPUT_TOKENS sets the answer's reserve)",
+            needed=fixed + answer_room,
         )

@@ -9,6 +9,10 @@ attempt timeouts and connection errors, with exponential
 backoff and jitter. Never retried: 4xx, validation errors, cancellation. No attempt, and no
 backoff sleep, starts unless it can finish within the deadline: when the time left cannot fit
 another try, the call ends with `DeadlineExceeded` naming the last error.
+
+The error that ends the call says what was tried, between its cause and its advice:
+`kimi:... timed out: ...; 1 attempt, no time left in the 3 s budget (WORKFLOW_TOOL_TIMEOUT_SECS)
+for another; raise KIMI_TIMEOUT_SECS ...`.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from exai_mcp.errors import DeadlineExceeded, ProviderError, RateLimited
+from exai_mcp.errors import BreakerOpen, DeadlineExceeded, ProviderError, RateLimited
 from exai_mcp.middleware.call import Call, Next
 from exai_mcp.middleware.deadline import Deadline
 from exai_mcp.middleware.metrics import ProviderStats
@@ -58,6 +62,7 @@ async def call_with_retries(
     policy: RetryPolicy,
     deadline: Deadline,
     on_retry: Callable[[int, BaseException, float], None] | None = None,
+    budget_setting: str = "WORKFLOW_TOOL_TIMEOUT_SECS",
 ) -> T:
     backoff = wait_exponential_jitter(
         multiplier=policy.initial_delay, max=policy.max_delay, jitter=policy.jitter
@@ -89,18 +94,35 @@ async def call_with_retries(
         sleep=policy.sleep,
         reraise=True,
     )
+    attempts = 0
     try:
         async for try_ in retrying:
             with try_:
+                attempts += 1
                 return await attempt()
     except ProviderError as exc:
-        if out_of_time and is_retryable(exc):
-            raise DeadlineExceeded(
-                f"gave up with {deadline.remaining():.1f} s of the request's budget left, too "
-                f"little for another attempt; last error: {exc}"
-            ) from exc
-        raise
+        if isinstance(exc, BreakerOpen):
+            raise  # its message says why and when; no attempt reached the provider
+        tried = _attempts(attempts)
+        if not is_retryable(exc):
+            tried = (
+                "not retried: another attempt would fail the same way"
+                if attempts == 1
+                else f"{tried}, the last failing in a way no retry helps"
+            )
+        elif out_of_time:
+            tried += (
+                f", no time left in the {deadline.budget:g} s budget ({budget_setting}) for another"
+            )
+            raise DeadlineExceeded(str(exc.with_tried(tried))) from exc
+        else:
+            tried += f" (EXAI_MAX_ATTEMPTS={policy.max_attempts}), none succeeded"
+        raise exc.with_tried(tried) from exc
     raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
+
+
+def _attempts(count: int) -> str:
+    return f"{count} attempt{'' if count == 1 else 's'}"
 
 
 class RetryAttempts:
@@ -121,5 +143,9 @@ class RetryAttempts:
             )
 
         return await call_with_retries(
-            lambda: call_next(call), policy=self.policy, deadline=call.deadline, on_retry=on_retry
+            lambda: call_next(call),
+            policy=self.policy,
+            deadline=call.deadline,
+            on_retry=on_retry,
+            budget_setting=call.ask.budget_setting,
         )

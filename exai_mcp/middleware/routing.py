@@ -5,13 +5,15 @@ ran out on failures (timeouts, 5xx, unreachable) while the call still has time. 
 asked for `auto` then gets its answer from the next available provider, in the order the
 registry gives; a client that named a model gets that model's error. A request the provider
 refused as malformed (`BadRequest`) is not moved: another provider would refuse it too.
+An `auto` prompt too large for the model's window (`PromptTooLarge`, found before any request)
+moves to the next available provider whose model has room, if one has.
 """
 
 from __future__ import annotations
 
 import logging
 
-from exai_mcp.errors import BadRequest, ProviderError
+from exai_mcp.errors import BadRequest, PromptTooLarge, ProviderError
 from exai_mcp.middleware.call import Answer, Call, Next
 from exai_mcp.middleware.pool import ProviderPool
 from exai_mcp.providers.catalog import ModelCatalog, ResolvedModel
@@ -34,6 +36,13 @@ class RouteToProvider:
             try:
                 answer: Answer = await call_next(call.replace(model=model))
                 return answer
+            except PromptTooLarge as exc:
+                tried.append(model.provider)
+                roomier = self._fallback(tried) if plan.auto else None
+                if roomier is None or roomier.context_window < exc.needed:
+                    raise
+                call.report(f"the prompt does not fit {model.label}; asking {roomier.label}")
+                model = roomier
             except ProviderError as exc:
                 tried.append(model.provider)
                 fallback = self._fallback(tried) if plan.auto else None

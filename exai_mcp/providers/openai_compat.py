@@ -27,6 +27,7 @@ from exai_mcp.errors import (
     ProviderTimeout,
     ProviderUnavailable,
     RateLimited,
+    StreamCut,
     Unreachable,
 )
 from exai_mcp.observability.tracing import outgoing_headers
@@ -49,12 +50,16 @@ class OpenAICompatibleProvider:
         base_url: str,
         key_variable: str,
         base_url_variable: str = "",
+        timeout_variable: str = "",
+        max_inflight_variable: str = "",
         adjust_temperature: Callable[[float], float] = lambda t: t,
     ) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
         self.key_variable = key_variable
         self.base_url_variable = base_url_variable or f"{name.upper()}_BASE_URL"
+        self.timeout_variable = timeout_variable or f"{name.upper()}_TIMEOUT_SECS"
+        self.max_inflight_variable = max_inflight_variable or f"EXAI_{name.upper()}_MAX_INFLIGHT"
         self._redactor = Redactor([api_key])
         self._adjust_temperature = adjust_temperature
         self._client = _client_for(api_key, self.base_url)
@@ -62,37 +67,53 @@ class OpenAICompatibleProvider:
     async def complete(
         self, request: ChatRequest, *, timeout: float, on_tokens: TokenCallback | None = None
     ) -> ChatResult:
-        kwargs: dict[str, object] = {}
+        model = request.model
+        body: dict[str, object] = {
+            "model": model,
+            "messages": request.messages(),
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
         if request.temperature is not None:
-            kwargs["temperature"] = self._adjust_temperature(request.temperature)
+            body["temperature"] = self._adjust_temperature(request.temperature)
         try:
-            stream = await self._client.chat.completions.create(
-                model=request.model,
-                messages=request.messages(),  # type: ignore[arg-type]
+            # The client's own `post` (the SDK's documented way to call any endpoint): the
+            # same HTTP, status errors and SSE handling as `chat.completions.create`, without
+            # transforming a body that needs no transforming or building a typed model for
+            # every chunk, which cost more per call than the rest of the pipeline.
+            stream = await self._client.post(
+                "/chat/completions",
+                cast_to=object,
+                body=body,
+                # `traceparent` in the headers when tracing is on
+                options={"timeout": timeout, "headers": outgoing_headers()},
                 stream=True,
-                stream_options={"include_usage": True},
-                timeout=timeout,
-                extra_headers=outgoing_headers(),  # `traceparent` when tracing is on
-                **kwargs,  # type: ignore[arg-type]
+                stream_cls=openai.AsyncStream[object],
             )
+        except openai.OpenAIError as exc:
+            raise self._translate(exc, model) from None
+        progress = _Progress(on_tokens)
+        try:
             try:
-                return await self._collect(stream, request.model, on_tokens)
+                return await self._collect(stream, model, progress)
             finally:
                 # Shielded: a cancelled call must still close the connection, so the
                 # provider sees the disconnect and stops generating (and billing).
                 with anyio.CancelScope(shield=True):
                     await stream.close()
+        except openai.APIConnectionError as exc:
+            if isinstance(exc, openai.APITimeoutError):
+                raise self._translate(exc, model) from None
+            # The connection was made and the answer had begun: it was cut, not unreachable.
+            why = self._detail(str(exc.__cause__ or exc))
+            raise self._stream_cut(model, progress.tokens, why) from None
         except openai.OpenAIError as exc:
-            raise self._translate(exc, request.model) from None
-        except json.JSONDecodeError as exc:  # an SSE event or body that is not JSON
-            raise self._error(
-                MalformedResponse,
-                f"{self.name} returned a malformed response (not JSON: {exc.msg})",
-                request.model,
-            ) from None
+            raise self._translate(exc, model) from None
+        except json.JSONDecodeError as exc:  # an SSE event that is not JSON
+            raise self._malformed(model, f"not JSON: {exc.msg}") from None
 
     async def _collect(
-        self, stream: openai.AsyncStream, model: str, on_tokens: TokenCallback | None
+        self, stream: openai.AsyncStream[object], model: str, progress: _Progress
     ) -> ChatResult:
         parts: list[str] = []
         received = thinking = 0
@@ -100,39 +121,47 @@ class OpenAICompatibleProvider:
         finish_reason = None
         served_model = model
         async for chunk in stream:
-            served_model = chunk.model or served_model
-            usage = chunk.usage
-            if usage is None and chunk.choices:
+            try:
+                choices = chunk.get("choices") or ()  # type: ignore[attr-defined]
+                choice = choices[0] if choices else None
+                served_model = chunk.get("model") or served_model  # type: ignore[attr-defined]
                 # Moonshot reports usage inside the last choice rather than at the top level.
-                usage = getattr(chunk.choices[0], "usage", None)
-            if usage is not None:
-                prompt_tokens = _usage_value(usage, "prompt_tokens")
-                completion_tokens = _usage_value(usage, "completion_tokens")
-            if not chunk.choices:
-                continue
-            choice = chunk.choices[0]
-            finish_reason = choice.finish_reason or finish_reason
-            delta = choice.delta
-            if delta is None:
-                continue
-            if delta.content:
-                parts.append(delta.content)
+                usage = chunk.get("usage") or (choice.get("usage") if choice else None)  # type: ignore[attr-defined]
+                if usage:
+                    prompt_tokens = int(usage.get("prompt_tokens") or 0)
+                    completion_tokens = int(usage.get("completion_tokens") or 0)
+                if choice is None:
+                    continue
+                finish_reason = choice.get("finish_reason") or finish_reason
+                delta = choice.get("delta") or {}
+                content = delta.get("content")
+                reasoning = None if content else delta.get("reasoning_content")
+            except (AttributeError, TypeError, KeyError, IndexError, ValueError):
+                raise self._malformed(
+                    model, "an event that is not a chat-completion chunk"
+                ) from None
+            if content:
+                parts.append(str(content))
                 received += 1
-                if on_tokens is not None:
-                    on_tokens(received, False)
-            elif getattr(delta, "reasoning_content", None):
+                progress.tokens = received
+                if progress.on_tokens is not None:
+                    progress.on_tokens(received, False)
+            elif reasoning:
                 # Thinking models stream their reasoning first; it is not part of the answer.
                 thinking += 1
-                if on_tokens is not None:
-                    on_tokens(thinking, True)
-        text = "".join(parts)
+                if progress.on_tokens is not None:
+                    progress.on_tokens(thinking, True)
+        if finish_reason is None:
+            # Every OpenAI-compatible stream ends with a finish_reason; a connection closed
+            # before it (a proxy's idle timeout, a crashed worker) leaves a partial answer.
+            raise self._stream_cut(model, received, "it ended without a finish_reason")
         return ChatResult(
-            text=text,
-            model=served_model,
+            text="".join(parts),
+            model=str(served_model),
             provider=self.name,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens or received,
-            finish_reason=finish_reason,
+            finish_reason=str(finish_reason),
         )
 
     async def list_models(self, *, timeout: float) -> list[str]:
@@ -146,23 +175,28 @@ class OpenAICompatibleProvider:
         await self._client.close()
 
     def _translate(self, exc: openai.OpenAIError, model: str) -> ProviderError:
-        """Map an SDK exception to our tree; every message is redacted (see `exai_mcp.redact`)."""
-        who = f"{self.name} ({self.base_url})"
+        """Map an SDK exception to our tree; every message is redacted (see `exai_mcp.redact`).
+
+        Each message opens with the cause and `provider:model`, and its advice names the
+        setting to change; the retry layer adds what was tried in between.
+        """
+        label = self.label(model)
         if isinstance(exc, openai.APITimeoutError):  # before APIConnectionError: it subclasses it
             return self._error(
-                ProviderTimeout, f"{who} did not answer in time for model {model}", model
+                ProviderTimeout,
+                f"{label} timed out: no answer in time from {self.base_url}",
+                model,
+                advice=f"raise {self.timeout_variable}, or send less",
             )
         if isinstance(exc, openai.APIResponseValidationError):
-            return self._error(
-                MalformedResponse, f"{who} returned a malformed response for {model}", model
-            )
+            return self._malformed(model, "not the chat-completion shape")
         if isinstance(exc, openai.APIConnectionError):
             cause = self._detail(str(exc.__cause__ or exc))
             return self._error(
                 Unreachable,
-                f"cannot connect to {self.name} at {self.base_url}: {cause}. "
-                f"Check the base URL ({self.base_url_variable}) and the network.",
+                f"{label} is unreachable: cannot connect to {self.base_url} ({cause})",
                 model,
+                advice=f"check {self.base_url_variable} and the network or proxy",
             )
         if isinstance(exc, openai.APIStatusError):
             status = exc.status_code
@@ -170,45 +204,85 @@ class OpenAICompatibleProvider:
             if status in (401, 403):
                 return self._error(
                     AuthRejected,
-                    f"{self.name} rejected the API key in {self.key_variable} (HTTP {status}: "
-                    f"{detail}). Check that the key is valid for {self.base_url}.",
+                    f"{label} rejected the API key in {self.key_variable} (HTTP {status}: "
+                    f"{detail})",
                     model,
+                    advice=f"put a key valid for {self.base_url} in {self.key_variable} (keys "
+                    "belong to one platform) and restart the server",
                 )
             if status == 429:
                 retry_after = _retry_after(exc.response.headers)
                 hint = f"; the provider asks to wait {retry_after:g} s" if retry_after else ""
                 return self._error(
                     RateLimited,
-                    f"{who} is rate limiting requests (HTTP 429: {detail}){hint}",
+                    f"{label} is rate limited (HTTP 429: {detail}){hint}",
                     model,
+                    advice=f"wait and call again, or lower {self.max_inflight_variable} so "
+                    "fewer requests run at once",
                     retry_after=retry_after,
                 )
             if status >= 500:
                 return self._error(
-                    ProviderUnavailable, f"{who} failed with HTTP {status}: {detail}", model
+                    ProviderUnavailable,
+                    f"{label} failed on the provider's side (HTTP {status}: {detail})",
+                    model,
+                    advice="call again later, or use model=auto or another provider's model "
+                    "meanwhile",
                 )
             if status == 404:
                 what = f"model {model!r}" if model else "this request"
                 return self._error(
                     BadRequest,
-                    f"{who} answered HTTP 404 for {what}: {detail}. The model id may be "
-                    "retired, or the base URL may lack its API prefix (/v1, /api/paas/v4).",
+                    f"{label} answered HTTP 404 for {what} ({detail})",
                     model,
+                    advice="the model id may be retired (pick another model, or set "
+                    f"{self.name.upper()}_DEFAULT_MODEL), or {self.base_url_variable} may lack "
+                    "its API prefix (/v1, /api/paas/v4)",
                 )
             return self._error(
-                BadRequest, f"{who} refused the request (HTTP {status}): {detail}", model
+                BadRequest,
+                f"{label} refused the request (HTTP {status}: {detail})",
+                model,
+                advice="the request itself is wrong; change the arguments",
             )
-        return self._error(ProviderError, f"{who} failed: {self._detail(str(exc))}", model)
+        return self._error(ProviderError, f"{label} failed: {self._detail(str(exc))}", model)
+
+    def label(self, model: str) -> str:
+        """`kimi:kimi-k2-0905-preview`, as messages open; the bare name when no model applies."""
+        return f"{self.name}:{model}" if model else self.name
+
+    def _malformed(self, model: str, what: str) -> ProviderError:
+        return self._error(
+            MalformedResponse,
+            f"{self.label(model)} returned a malformed response ({what}): the provider's "
+            "fault, not this server's",
+            model,
+            advice=f"call again; if it persists, check that {self.base_url_variable} points at "
+            "the provider itself, not a proxy",
+        )
+
+    def _stream_cut(self, model: str, tokens: int, why: str) -> ProviderError:
+        return self._error(
+            StreamCut,
+            f"{self.label(model)} cut its answer short: the stream stopped after {tokens} "
+            f"token{'' if tokens == 1 else 's'} ({why})",
+            model,
+            advice=f"call again; if it persists, check {self.base_url_variable} (a proxy may "
+            f"cut long streams) or raise {self.timeout_variable}",
+        )
 
     def _detail(self, text: str) -> str:
         """The provider's own words, scrubbed and then cut (never the other way round)."""
         return self._redactor.redact(text, limit=DETAIL_LIMIT)
 
     def _error(
-        self, kind: type[ProviderError], message: str, model: str, **extra: Any
+        self, kind: type[ProviderError], message: str, model: str, advice: str = "", **extra: Any
     ) -> ProviderError:
         # The whole message is scrubbed again: a key may also hide in the base URL.
-        return kind(self._redactor.redact(message), provider=self.name, model=model, **extra)
+        redact = self._redactor.redact
+        return kind(
+            redact(message), provider=self.name, model=model, advice=redact(advice), **extra
+        )
 
 
 def _client_for(api_key: str, base_url: str) -> openai.AsyncOpenAI:
@@ -225,6 +299,16 @@ def _client_for(api_key: str, base_url: str) -> openai.AsyncOpenAI:
     client.admin_api_key = client.webhook_secret = None
     client._custom_headers = {}  # what OPENAI_CUSTOM_HEADERS added (no public way to drop it)
     return client
+
+
+class _Progress:
+    """The token callback, and how many answer tokens arrived (named when a stream is cut)."""
+
+    __slots__ = ("on_tokens", "tokens")
+
+    def __init__(self, on_tokens: TokenCallback | None) -> None:
+        self.on_tokens = on_tokens
+        self.tokens = 0
 
 
 def _error_detail(exc: openai.APIStatusError) -> str:
@@ -250,8 +334,3 @@ def _retry_after(headers: object) -> float | None:
             except ValueError:
                 return None  # an HTTP date: rare from these providers; fall back to backoff
     return None
-
-
-def _usage_value(usage: object, name: str) -> int:
-    value = usage.get(name) if isinstance(usage, dict) else getattr(usage, name, 0)
-    return int(value or 0)

@@ -110,6 +110,8 @@ def create_provider(
         base_url=base_url,
         key_variable=key_variable or spec.key_variable,
         base_url_variable=spec.base_url_variable,
+        timeout_variable=spec.timeout_variable,
+        max_inflight_variable=spec.max_inflight_variable,
         adjust_temperature=spec.adjust_temperature,
     )
 

@@ -140,8 +140,15 @@ async def plan(args: AnalyzeInput, services: Services) -> Plan[AnalyzeOutput]:
             cached=answer.cached,
         )
 
+    auto = args.model.strip().lower() == "auto"
     return Plan(
-        key={**asked, "thread": revision(thread) if thread else None},
+        # The question is already canonicalised and hashed: key on that, not on it again.
+        # `auto` apart: its answer may come from another provider than `model` names.
+        key={
+            "question": question_key,
+            "thread": revision(thread) if thread else None,
+            "auto": auto,
+        },
         ask=ExpertRequest(
             system=SYSTEM_PROMPT.format(focus=FOCUS_PROMPTS[args.focus]),
             intro="\n\n".join(part for part in (history, f"Question:\n{question}") if part),
@@ -150,7 +157,7 @@ async def plan(args: AnalyzeInput, services: Services) -> Plan[AnalyzeOutput]:
             budget=services.timeouts.tool,
         ),
         model=model,
-        auto=args.model.strip().lower() == "auto",
+        auto=auto,
         finish=finish,
     )
 

@@ -483,6 +483,7 @@ async def plan(args: WorkflowInput, services: Services) -> Plan[WorkflowOutput]:
     key = {
         "args": args.model_dump(mode="json", exclude={"model"}),
         "model": model.label,
+        "auto": args.model.strip().lower() == "auto",  # may be answered by another provider
         "files": await services.files.snapshot_async(complete["relevant_files"], strict=False),
         "thread": None if draft else revision(thread, before=slot),
     }
@@ -537,6 +538,7 @@ async def plan(args: WorkflowInput, services: Services) -> Plan[WorkflowOutput]:
             ),
             temperature=args.temperature,
             budget=services.timeouts.expert,
+            budget_setting="EXPERT_ANALYSIS_TIMEOUT_SECS",
         ),
         model=model,
         auto=args.model.strip().lower() == "auto",

@@ -74,7 +74,7 @@ async def stdio_session(
         _claimed(1, sys.stdout, "wb", _stderr_or_null) as wire_out,
     ):
         stdin = anyio.wrap_file(_UnownedText(wire_in, encoding="utf-8", errors="replace"))
-        stdout = anyio.wrap_file(_UnownedText(wire_out, encoding="utf-8"))
+        stdout = _UnownedText(wire_out, encoding="utf-8")
         to_server, read_stream = anyio.create_memory_object_stream[SessionMessage | Exception]()
         write_stream, to_client = anyio.create_memory_object_stream[SessionMessage]()
         own_replies = write_stream.clone()  # the reader's own errors and refusals
@@ -108,8 +108,8 @@ async def stdio_session(
                         # its next call before this task runs again, and must find room.
                         intake.delivering(message)
                     line = message.model_dump_json(by_alias=True, exclude_unset=True)
-                    await stdout.write(line + "\n")
-                    await stdout.flush()
+                    # One worker-thread hop for the write and its flush, not one each.
+                    await anyio.to_thread.run_sync(_write_line, stdout, line)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(read_stdin)
@@ -121,6 +121,11 @@ async def stdio_session(
 class _OwnReply(SessionMessage):
     """A reply the transport writes itself (an error, a refusal): it frees no counted request,
     even when a client reuses the id of one still in flight."""
+
+
+def _write_line(stdout: TextIOWrapper, line: str) -> None:
+    stdout.write(line + "\n")
+    stdout.flush()
 
 
 class _UnownedText(TextIOWrapper):
