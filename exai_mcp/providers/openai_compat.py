@@ -85,8 +85,7 @@ class OpenAICompatibleProvider:
                 "/chat/completions",
                 cast_to=object,
                 body=body,
-                # `traceparent` in the headers when tracing is on
-                options={"timeout": timeout, "headers": outgoing_headers()},
+                options=_options(timeout),
                 stream=True,
                 stream_cls=openai.AsyncStream[object],
             )
@@ -334,3 +333,9 @@ def _retry_after(headers: object) -> float | None:
             except ValueError:
                 return None  # an HTTP date: rare from these providers; fall back to backoff
     return None
+
+
+def _options(timeout: float) -> dict[str, Any]:
+    """Per-request options for `post`: the timeout, and `traceparent` when tracing is on."""
+    headers = outgoing_headers()
+    return {"timeout": timeout, "headers": headers} if headers else {"timeout": timeout}
