@@ -152,6 +152,21 @@ def nothing_held(status: dict[str, Any]) -> bool:
     )
 
 
+async def call_and_give_up_once_the_provider_has_it(
+    client: Client, fake: FakeProvider, arguments: dict, *, tool: str = "analyze"
+) -> None:
+    """A client that gives up on its call (cancels it) as soon as the provider is working on it."""
+    with anyio.CancelScope() as scope:
+
+        async def cancel_when_seen() -> None:
+            await fake.wait_for_requests(fake.chat_count + 1)
+            scope.cancel()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(cancel_when_seen)
+            await client.call_tool(tool, arguments)
+
+
 RAW_REPLY_WAIT = 10.0  # seconds for one reply from a raw-pipe server
 
 

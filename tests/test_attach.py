@@ -25,7 +25,14 @@ from mcp import Client
 
 from exai_mcp.config import load_settings
 from exai_mcp.errors import ConfigError
-from tests.conftest import http_server, provider_env, settings_for, stdio_params, wait_until
+from tests.conftest import (
+    call_and_give_up_once_the_provider_has_it,
+    http_server,
+    provider_env,
+    settings_for,
+    stdio_params,
+    wait_until,
+)
 
 TOKEN = "attach-test-token-321"
 
@@ -198,15 +205,8 @@ async def test_progress_reaches_the_stdio_client_and_a_cancel_stops_the_provider
         assert any(m and m.startswith("calling kimi:") for m in seen), seen
 
         fake.hold()
-        with anyio.move_on_after(10), anyio.CancelScope() as scope:
-            async with anyio.create_task_group() as tg:
-
-                async def cancel_when_seen() -> None:
-                    await fake.wait_for_requests(2)
-                    scope.cancel()
-
-                tg.start_soon(cancel_when_seen)
-                await shim.call_tool("analyze", {"text": "cancel me"})
+        with anyio.fail_after(10):
+            await call_and_give_up_once_the_provider_has_it(shim, fake, {"text": "cancel me"})
         await fake.wait_for_disconnects(1, timeout=10)
     assert fake.chat_count == 2
 

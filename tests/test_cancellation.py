@@ -9,6 +9,7 @@ from fake_provider import FakeProvider, Reply
 from mcp import Client
 
 from tests.conftest import (
+    call_and_give_up_once_the_provider_has_it,
     in_process_client,
     nothing_held,
     provider_env,
@@ -16,21 +17,6 @@ from tests.conftest import (
     stdio_params,
     wait_for_status,
 )
-
-
-async def call_and_give_up_once_the_provider_has_it(
-    client: Client, fake: FakeProvider, arguments: dict, *, tool: str = "analyze"
-) -> None:
-    """A client that gives up on its call (cancels it) as soon as the provider is working on it."""
-    with anyio.CancelScope() as scope:
-
-        async def cancel_when_seen() -> None:
-            await fake.wait_for_requests(fake.chat_count + 1)
-            scope.cancel()
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(cancel_when_seen)
-            await client.call_tool(tool, arguments)
 
 
 async def test_one_waiter_cancelled_the_others_still_get_the_result(

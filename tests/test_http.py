@@ -33,7 +33,13 @@ from exai_mcp.errors import (
     UnknownTool,
 )
 from exai_mcp.transports.http import status_for
-from tests.conftest import http_server, provider_env, settings_for, wait_until
+from tests.conftest import (
+    call_and_give_up_once_the_provider_has_it,
+    http_server,
+    provider_env,
+    settings_for,
+    wait_until,
+)
 
 TOKEN = "http-test-token-789"
 
@@ -281,15 +287,8 @@ async def test_cancelling_an_mcp_call_over_http_stops_the_provider_request(
     fake.hold()
     settings = settings_for(fake, tmp_path, EXAI_CANCEL_GRACE_SECS=0)
     async with http_server(settings) as srv, Client(f"{srv.url}/mcp") as client:
-        with anyio.move_on_after(5), anyio.CancelScope() as scope:
-            async with anyio.create_task_group() as tg:
-
-                async def cancel_when_seen() -> None:
-                    await fake.wait_for_requests(1)
-                    scope.cancel()
-
-                tg.start_soon(cancel_when_seen)
-                await client.call_tool("analyze", {"text": "cancel me"})
+        with anyio.fail_after(5):
+            await call_and_give_up_once_the_provider_has_it(client, fake, {"text": "cancel me"})
         await fake.wait_for_disconnects(1, timeout=5)
     assert fake.chat_count == 1
 
