@@ -14,7 +14,7 @@ from exai_mcp.providers.catalog import ModelCatalog
 from exai_mcp.store.threads import ThreadStore
 
 if TYPE_CHECKING:
-    from exai_mcp.shared import SharedState
+    from exai_mcp.shared.state import SharedState
 
 
 @dataclass(frozen=True, slots=True)

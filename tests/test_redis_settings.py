@@ -224,3 +224,24 @@ async def test_over_stdio_an_unreachable_redis_leaves_the_server_answering_degra
     assert status["shared"]["state"] == "degraded"
     assert any("Redis" in problem for problem in status["health"])
     assert PASSWORD not in str(status)
+
+
+def test_a_server_that_shares_nothing_never_imports_redis(tmp_path: Path) -> None:
+    """Without EXAI_REDIS_URL the redis client is not loaded: no import time, no memory."""
+    code = (
+        "import sys, anyio, exai_mcp.cli, exai_mcp.transports.stdio, exai_mcp.transports.http\n"
+        "from exai_mcp.config import Settings\n"
+        "from exai_mcp.server import build_server\n"
+        f"s = Settings(_env_file=None, state_db={str(tmp_path / 's.db')!r})\n"
+        "server = build_server(s)\n"
+        "async def main():\n"
+        "    async with server.lifespan(server):\n"
+        "        pass\n"
+        "anyio.run(main)\n"
+        "print(sorted(m for m in sys.modules if m == 'redis' or m.startswith('redis.')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", done.stdout

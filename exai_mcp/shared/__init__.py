@@ -10,89 +10,39 @@ One module per concern, each the Redis twin of an in-process class that stays th
     breaker.py     SharedBreaker      <- middleware.breaker.CircuitBreaker
     threads.py     RedisThreadStore   <- store.threads.ThreadStore (SQLite)
 
-`build_shared` makes them once from the settings; `server.build_services` picks them when
-EXAI_REDIS_URL is set. Every Redis twin falls back to its in-process twin while Redis cannot
+`build_shared` makes them once from the settings (state.py); `server.build_services` picks
+them when EXAI_REDIS_URL is set. Without it, nothing here imports `redis`: a server that
+shares nothing pays neither its import time nor its memory. Every Redis twin falls back to its in-process twin while Redis cannot
 serve, so Redis trouble makes the server degraded, never stuck.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from exai_mcp.config import Settings
-from exai_mcp.middleware.cache import ResultCache
-from exai_mcp.middleware.limits import TrackedLimiter
-from exai_mcp.middleware.quota import TokenBucket
-from exai_mcp.shared.breaker import SharedBreaker
-from exai_mcp.shared.cache import SharedCache
-from exai_mcp.shared.connection import RedisLink, SharedUnavailable
-from exai_mcp.shared.flights import SharedFlights
-from exai_mcp.shared.permits import SharedLimiter
-from exai_mcp.shared.quota import SharedBucket
-from exai_mcp.shared.threads import RedisThreadStore
-from exai_mcp.store.threads import ThreadStore
-
-
-@dataclass
-class SharedState:
-    link: RedisLink
-    cache: SharedCache
-    flights: SharedFlights
-    limiters: dict[str, SharedLimiter] = field(default_factory=dict)
-
-    def limiter(self, local: TrackedLimiter) -> SharedLimiter:
-        """`local` made to hold across processes (kept for status and /health)."""
-        shared = self.limiters[local.name] = SharedLimiter(self.link, local)
-        return shared
-
-    def breaker(self, name: str, *, failures: int, cooldown: float) -> SharedBreaker:
-        return SharedBreaker(self.link, name, failures=failures, cooldown=cooldown)
-
-    def bucket(self, name: str, per_minute: int) -> SharedBucket:
-        return SharedBucket(self.link, name, local=TokenBucket(per_minute))
-
-    def describe(self) -> dict[str, Any]:
-        return {**self.link.describe(), "flights": self.flights.stats()}
-
-    async def snapshot(self) -> dict[str, Any]:
-        """What status shows: the link, and every shared limit as all servers hold it."""
-        out = self.describe()
-        limits: dict[str, Any] = {}
-        for name, limiter in self.limiters.items():
-            try:
-                limits[name] = await limiter.snapshot()
-            except SharedUnavailable:
-                break
-        out["limits"] = limits
-        return out
+if TYPE_CHECKING:
+    from exai_mcp.config import Settings
+    from exai_mcp.middleware.cache import ResultCache
+    from exai_mcp.shared.state import SharedState
+    from exai_mcp.store.threads import ThreadStore
 
 
 def build_shared(settings: Settings, cache: ResultCache[Any]) -> SharedState | None:
     """The shared state EXAI_REDIS_URL names, or None (everything in process)."""
     if settings.redis_url is None:
         return None
-    link = RedisLink(
-        settings.redis_url.get_secret_value(),
-        prefix=settings.redis_prefix,
-        timeout=settings.redis_timeout,
-        lease=settings.redis_lease,
-    )
-    return SharedState(link=link, cache=SharedCache(link, local=cache), flights=SharedFlights(link))
+    from exai_mcp.shared import state
+
+    return state.build_shared(settings, cache)
 
 
 def thread_store(settings: Settings, local: ThreadStore) -> ThreadStore:
     """`local` alone, or threads in Redis with `local` for when Redis cannot serve."""
     if settings.redis_url is None:
         return local
-    return RedisThreadStore(
-        settings.redis_url.get_secret_value(),
-        prefix=settings.redis_prefix,
-        ttl_hours=settings.thread_ttl_hours,
-        max_turns=settings.max_thread_turns,
-        timeout=settings.redis_timeout,
-        fallback=local,
-    )
+    from exai_mcp.shared import state
+
+    return state.thread_store(settings, local)
 
 
-__all__ = ["RedisLink", "SharedState", "build_shared", "thread_store"]
+__all__ = ["build_shared", "thread_store"]
