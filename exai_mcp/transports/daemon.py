@@ -195,7 +195,13 @@ async def _exclusive(path: Path) -> AsyncIterator[None]:
     flock is released by the kernel when its holder dies, so a crashed starter never leaves
     the others locked out.
     """
-    import fcntl
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock
+        raise DaemonUnavailable(
+            "EXAI_DAEMON=spawn needs flock (Linux, macOS); here, start `exai-mcp serve --http` "
+            "yourself and use EXAI_DAEMON=require"
+        ) from None
 
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
