@@ -28,6 +28,9 @@ the `mcp` SDK's stdio client, started once, warmed up, then timed:
     distinct, interleaved round by round: the ratio, and the milliseconds the hop adds per call.
 (h) three shims and one REST client sending the same 20 distinct calls at once (80 calls) at
     200 ms: provider requests per distinct call (the daemon's single-flight: 1).
+(i) start-up with tracing off and on: seconds from spawning `python -m exai_mcp` to its first
+    `tools/list` answer, and resident memory then (median of 5 each, interleaved). Tracing on
+    exports to a closed loopback port; off must not load OpenTelemetry at all.
 (e) memory: exai-mcp's resident memory (from its `status` tool) after 1,000 and 2,000 distinct
     calls; with the result cache full, the second thousand must add under 5 %, and the total
     must stay within 1.10x the bare server's resident memory (after its own (c) calls).
@@ -47,6 +50,7 @@ import os
 import platform
 import re
 import signal
+import socket
 import statistics
 import sys
 import tempfile
@@ -62,7 +66,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import get_default_environment, stdio_client
 
 SCRIPTS = Path(__file__).resolve().parent
-TOTAL_TIMEOUT = 150.0  # seconds: the whole run, whatever happens
+TOTAL_TIMEOUT = 200.0  # seconds: the whole run, whatever happens
 CALL_TIMEOUT = 60.0  # seconds: one tool call (the blocking baseline's last call waits ~10 s)
 KIMI = "kimi-k2"
 LIMIT = (
@@ -79,6 +83,7 @@ E_CALLS, E_BURST, E_TARGET = 2000, 50, 0.05  # distinct calls; at once; RSS grow
 E_BARE_TARGET = 1.10  # exai-mcp's RSS after E_CALLS against the bare server's
 F_TARGET = 1.2  # (f) REST wall time / (a) stdio wall time
 G_ROUNDS, G_PER_ROUND = 5, 40  # (g) sequential calls, each path, interleaved
+I_REPS = 5  # (i) start-ups per mode
 H_CALLS, H_SHIMS, H_LATENCY, H_TARGET = 20, 3, 0.2, 1.0  # provider requests per distinct call
 HTTP_START_TIMEOUT = 20.0  # seconds for `serve --http` to print its address
 HTTP_STOP_TIMEOUT = 10.0  # seconds for it to exit after SIGTERM before it is killed
@@ -439,6 +444,36 @@ async def run_h(shims: list[Client], url: str, fake: FakeProvider) -> Row:
     )
 
 
+async def run_i(fake: FakeProvider, tmp: Path, errlog: TextIO) -> Row:
+    """Start-up time and memory at rest, tracing off against tracing on (OTLP export)."""
+    with socket.socket() as probe:  # a port nothing listens on: exports fail, quietly
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    modes = {"off": {}, "on": {"OTEL_EXPORTER_OTLP_ENDPOINT": closed}}
+    starts: dict[str, list[float]] = {m: [] for m in modes}
+    rss: dict[str, list[float]] = {m: [] for m in modes}
+    for _ in range(I_REPS):
+        for mode, extra in modes.items():
+            params = exai_params(fake, tmp, cache=True)
+            params.env = {**(params.env or {}), **extra}
+            started = time.perf_counter()
+            async with connect(params, errlog) as exai:
+                await exai.list_tools()
+                starts[mode].append(time.perf_counter() - started)
+                rss[mode].append(await exai_rss(exai))
+    s = {m: statistics.median(v) for m, v in starts.items()}
+    r = {m: statistics.median(v) for m, v in rss.items()}
+    return Row(
+        "i",
+        f"start-up to the first tools/list, tracing off vs on (median of {I_REPS})",
+        f"off {s['off']:.2f} s, {r['off']:.1f} MiB; on {s['on']:.2f} s, {r['on']:.1f} MiB "
+        f"(tracing off saves {r['on'] - r['off']:.1f} MiB)",
+        "info",
+        None,
+        {"start_s": starts, "rss_mib": rss},
+    )
+
+
 async def run_b(exai: Client, fake: FakeProvider) -> Row:
     fake.latency = B_LATENCY
     requests, walls = [], []
@@ -596,8 +631,10 @@ async def run(errlog: TextIO, tmp: Path, progress: Callable[[str], None]) -> dic
         async with connect(script_params("blocking_server.py", fake, tmp), errlog) as blocking:
             blocking_wall, blocking_peak = await run_d_blocking(blocking, fake)
         rows.append(d_row(exai_walls, blocking_wall, blocking_peak))
+        progress("(i) start-up with tracing off and on")
+        i_row = await run_i(fake, tmp, errlog)
         rows.append(e_row)
-        rows += [f_row, g_row, h_row]
+        rows += [f_row, g_row, h_row, i_row]
     for name, state in after.items():
         if state["inflight"] or state["permits_in_use"]:
             raise BenchError(f"exai-mcp ({name}) did not settle after the runs: {state}")
