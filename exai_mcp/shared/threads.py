@@ -37,7 +37,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, WatchError
 from redis.retry import Retry
 
-from exai_mcp.errors import BusyError, ConfigError, ThreadError
+from exai_mcp.errors import BusyError, ThreadError
 from exai_mcp.redact import redact_url
 from exai_mcp.store.threads import (
     Maintenance,
@@ -47,6 +47,7 @@ from exai_mcp.store.threads import (
     ThreadStore,
     _require_text,
     _snapshot,
+    check_thread_limits,
 )
 
 T = TypeVar("T")
@@ -76,10 +77,7 @@ class RedisThreadStore(ThreadStore):
         fallback: ThreadStore | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if ttl_hours <= 0:
-            raise ConfigError(f"EXAI_THREAD_TTL_HOURS must be > 0, got {ttl_hours}")
-        if max_turns < 1:
-            raise ConfigError(f"EXAI_MAX_THREAD_TURNS must be >= 1, got {max_turns}")
+        check_thread_limits(ttl_hours, max_turns)
         self.path = redact_url(url)
         self.prefix = prefix
         self.ttl_hours = ttl_hours

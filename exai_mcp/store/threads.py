@@ -126,6 +126,14 @@ _LOAD = (
 )
 
 
+def check_thread_limits(ttl_hours: float, max_turns: int) -> None:
+    """The limits every thread store (SQLite or Redis) needs to make sense."""
+    if ttl_hours <= 0:
+        raise ConfigError(f"EXAI_THREAD_TTL_HOURS must be > 0, got {ttl_hours}")
+    if max_turns < 1:
+        raise ConfigError(f"EXAI_MAX_THREAD_TURNS must be >= 1, got {max_turns}")
+
+
 def default_db_path() -> Path:
     """Where threads live unless EXAI_STATE_DB says otherwise: the per-user data directory."""
     return platformdirs.user_data_path("exai-mcp") / "threads.sqlite3"
@@ -197,10 +205,7 @@ class ThreadStore:
         max_turns: int = 50,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if ttl_hours <= 0:
-            raise ConfigError(f"EXAI_THREAD_TTL_HOURS must be > 0, got {ttl_hours}")
-        if max_turns < 1:
-            raise ConfigError(f"EXAI_MAX_THREAD_TURNS must be >= 1, got {max_turns}")
+        check_thread_limits(ttl_hours, max_turns)
         self._is_memory = str(path) == MEMORY
         self.path = MEMORY if self._is_memory else str(Path(path).expanduser())
         self.ttl_hours = ttl_hours
