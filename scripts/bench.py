@@ -316,15 +316,25 @@ async def run_c(bare: Client, exai_off: Client, exai_on: Client, fake: FakeProvi
     ]
 
 
-async def run_a(exai: Client, fake: FakeProvider) -> Row:
-    fake.latency = A_LATENCY
-    await burst(exai, "analyze", analyze_args("a warm-up", A_CALLS))
+async def repeated(
+    fake: FakeProvider, fire: Callable[[int], Awaitable[tuple[float, Any]]]
+) -> tuple[list[float], list[int]]:
+    """A_REPS bursts, each from a reset provider: their wall times and provider peaks."""
     walls, peaks = [], []
     for rep in range(A_REPS):
         fake.reset()
-        wall, _ = await burst(exai, "analyze", analyze_args(f"a rep {rep}", A_CALLS))
+        wall, _ = await fire(rep)
         walls.append(wall)
         peaks.append(fake.max_active)
+    return walls, peaks
+
+
+async def run_a(exai: Client, fake: FakeProvider) -> Row:
+    fake.latency = A_LATENCY
+    await burst(exai, "analyze", analyze_args("a warm-up", A_CALLS))
+    walls, peaks = await repeated(
+        fake, lambda rep: burst(exai, "analyze", analyze_args(f"a rep {rep}", A_CALLS))
+    )
     wall = statistics.median(walls)
     return Row(
         "a",
@@ -365,12 +375,9 @@ async def run_f(url: str, fake: FakeProvider, a_row: Row) -> Row:
         for i in range(20):
             await rest_call(http, "analyze", {"text": f"f warm-up {i}", "model": KIMI})
         await rest_burst(http, "analyze", analyze_args("f warm-up burst", A_CALLS))
-        walls, peaks = [], []
-        for rep in range(A_REPS):
-            fake.reset()
-            wall, _ = await rest_burst(http, "analyze", analyze_args(f"f rep {rep}", A_CALLS))
-            walls.append(wall)
-            peaks.append(fake.max_active)
+        walls, peaks = await repeated(
+            fake, lambda rep: rest_burst(http, "analyze", analyze_args(f"f rep {rep}", A_CALLS))
+        )
     wall = statistics.median(walls)
     stdio = a_row.data["median_s"]
     ratio = wall / stdio
