@@ -392,13 +392,18 @@ def _server_env(fake: FakeProvider, tmp_path: Path, **extra: Any) -> dict[str, s
     }
 
 
-def test_a_non_loopback_bind_without_a_token_refuses_to_start(tmp_path: Path):
-    env = {
+def _keyless_env(tmp_path: Path) -> dict[str, str]:
+    """A server's environment with no provider configured and no stray .env file."""
+    return {
         "PATH": os.environ.get("PATH", ""),
         "HOME": os.environ.get("HOME", ""),
         "EXAI_STATE_DB": str(tmp_path / "s.db"),
         "EXAI_ENV_FILE": _empty_env_file(tmp_path),
     }
+
+
+def test_a_non_loopback_bind_without_a_token_refuses_to_start(tmp_path: Path):
+    env = _keyless_env(tmp_path)
     done = subprocess.run(
         [sys.executable, "-m", "exai_mcp", "serve", "--http", "--host", "0.0.0.0", "--port", "0"],
         env=env,
@@ -534,12 +539,7 @@ def test_a_port_in_use_is_one_line_and_exit_2(tmp_path: Path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        env = {
-            "PATH": os.environ.get("PATH", ""),
-            "HOME": os.environ.get("HOME", ""),
-            "EXAI_STATE_DB": str(tmp_path / "s.db"),
-            "EXAI_ENV_FILE": _empty_env_file(tmp_path),
-        }
+        env = _keyless_env(tmp_path)
         done = subprocess.run(
             [sys.executable, "-m", "exai_mcp", "serve", "--http", "--port", str(port)],
             env=env,
