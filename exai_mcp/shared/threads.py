@@ -27,7 +27,6 @@ import json
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any, TypeVar
@@ -48,6 +47,7 @@ from exai_mcp.store.threads import (
     _require_text,
     _snapshot,
     check_thread_limits,
+    new_thread_id,
 )
 
 T = TypeVar("T")
@@ -135,13 +135,19 @@ class RedisThreadStore(ThreadStore):
             raise
 
     def create_and_edit(
-        self, tool: str, kind: str | None, change: Callable[[ThreadEditor], T]
+        self,
+        tool: str,
+        kind: str | None,
+        change: Callable[[ThreadEditor], T],
+        *,
+        thread_id: str | None = None,
     ) -> T:
         _require_text("tool", tool)
+        new_id = thread_id or new_thread_id()
         try:
-            return self._optimistic(str(uuid.uuid4()), (tool, kind), change)
+            return self._optimistic(new_id, (tool, kind), change)
         except RedisError as exc:
-            return self._degrade(exc).create_and_edit(tool, kind, change)
+            return self._degrade(exc).create_and_edit(tool, kind, change, thread_id=new_id)
 
     def create(self, tool: str, kind: str | None) -> Thread:
         return self.create_and_edit(tool, kind, _snapshot)

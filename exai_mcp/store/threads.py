@@ -134,6 +134,11 @@ def check_thread_limits(ttl_hours: float, max_turns: int) -> None:
         raise ConfigError(f"EXAI_MAX_THREAD_TURNS must be >= 1, got {max_turns}")
 
 
+def new_thread_id() -> str:
+    """A fresh thread id: random, so a caller can be given it before the thread is written."""
+    return str(uuid.uuid4())
+
+
 def default_db_path() -> Path:
     """Where threads live unless EXAI_STATE_DB says otherwise: the per-user data directory."""
     return platformdirs.user_data_path("exai-mcp") / "threads.sqlite3"
@@ -380,14 +385,21 @@ class ThreadStore:
         return self._transact(lambda now: self._load(thread_id, now), change)
 
     def create_and_edit(
-        self, tool: str, kind: str | None, change: Callable[[ThreadEditor], T]
+        self,
+        tool: str,
+        kind: str | None,
+        change: Callable[[ThreadEditor], T],
+        *,
+        thread_id: str | None = None,
     ) -> T:
         """Create a thread and apply `change` to it in the same transaction.
 
-        If `change` raises, no thread is left behind.
+        If `change` raises, no thread is left behind. `thread_id`: one from `new_thread_id()`,
+        chosen before the write so a reply can carry it first (store/pending.py).
         """
         _require_text("tool", tool)
-        return self._transact(lambda now: self._insert(tool, kind, now), change)
+        new_id = thread_id or new_thread_id()
+        return self._transact(lambda now: self._insert(new_id, tool, kind, now), change)
 
     def create(self, tool: str, kind: str | None) -> Thread:
         """Start a new empty thread."""
@@ -590,9 +602,9 @@ class ThreadStore:
                 f"lock was held for more than {BUSY_TIMEOUT_MS / 1000:g} s); retry the call"
             ) from exc
 
-    def _insert(self, tool: str, kind: str | None, now: float) -> Thread:
+    def _insert(self, thread_id: str, tool: str, kind: str | None, now: float) -> Thread:
         thread = Thread(
-            id=str(uuid.uuid4()),
+            id=thread_id,
             tool=tool,
             kind=kind,
             created_at=now,
