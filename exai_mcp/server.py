@@ -53,6 +53,7 @@ from exai_mcp.redact import Redactor
 from exai_mcp.services import Services
 from exai_mcp.shared import build_shared, thread_store
 from exai_mcp.store.maintenance import run_maintenance
+from exai_mcp.store.pending import PendingWrites
 from exai_mcp.store.threads import ThreadStore, default_db_path
 from exai_mcp.tools import analyze, status, workflow
 from exai_mcp.tools.base import AnswerOutput, ToolSpec
@@ -158,6 +159,8 @@ def build_services(settings: Settings, task_group: TaskGroup, store: ThreadStore
         pool=pool,
         files=files,
         store=store,
+        # Deferred unless threads live in Redis, where a follow-up may reach another server.
+        writes=PendingWrites(task_group, defer=shared is None),
         pipeline=pipeline,
         health=HealthMonitor(
             lambda: [global_limit, *pool.limits.values(), *client_limits.clients().values()],
@@ -316,6 +319,8 @@ def build_server(settings: Settings, store: ThreadStore | None = None) -> Server
             try:
                 yield services
             finally:
+                with anyio.CancelScope(shield=True):
+                    await services.writes.drain()  # the threads replies named, before closing
                 tg.cancel_scope.cancel()
                 with anyio.CancelScope(shield=True):
                     for provider in services.pool.providers.values():

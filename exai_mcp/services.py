@@ -11,6 +11,7 @@ from exai_mcp.middleware.health import HealthMonitor
 from exai_mcp.middleware.pipeline import Pipeline
 from exai_mcp.middleware.pool import ProviderPool
 from exai_mcp.providers.catalog import ModelCatalog
+from exai_mcp.store.pending import PendingWrites
 from exai_mcp.store.threads import ThreadStore
 
 if TYPE_CHECKING:
@@ -25,6 +26,8 @@ class Services:
     pool: ProviderPool
     files: FileAccessPolicy
     store: ThreadStore
+    writes: PendingWrites
+    """New threads still being written after their replies: wait on it before reading one."""
     pipeline: Pipeline
     health: HealthMonitor
     shared: SharedState | None = None

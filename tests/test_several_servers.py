@@ -20,6 +20,7 @@ from typing import Any
 
 import anyio
 import httpx2
+import redis.asyncio
 from anyio.abc import Process
 from fake_provider import FakeProvider
 
@@ -329,6 +330,24 @@ async def test_a_workflow_thread_moves_between_servers(
     assert not last["isError"], last
     assert last["structuredContent"]["status"] == "complete"
     assert last["structuredContent"]["thread"]["steps"] == 3
+
+
+async def test_an_analyze_thread_continues_at_once_on_another_server(
+    fake: FakeProvider, tmp_path: Path, redis_server: RedisServer, redis_prefix: str
+) -> None:
+    # A new thread is written before the reply when servers share Redis: a client behind a
+    # balancer may send its follow-up to the other server the moment it has the id.
+    async with (
+        servers(fake, tmp_path, redis_server, redis_prefix) as (a, b),
+        contextlib.aclosing(redis.asyncio.Redis.from_url(redis_server.url)) as shared,
+    ):
+        for n in range(5):  # bounded
+            first = await call(a, f"question {n}")
+            thread = first["structuredContent"]["continuation_id"]
+            assert await shared.exists(f"{redis_prefix}thread:{thread}")  # there with the reply
+            second = await call(b, f"follow-up {n}", continuation_id=thread)
+            assert not second["isError"], second
+            assert second["structuredContent"]["continuation_id"] == thread
 
 
 async def test_a_call_on_another_server_joins_an_execution_whose_caller_left_in_its_grace(

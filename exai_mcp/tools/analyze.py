@@ -11,7 +11,7 @@ from pydantic import Field, model_validator
 
 from exai_mcp.middleware.call import Answer, ExpertRequest, Plan, call_key
 from exai_mcp.services import Services
-from exai_mcp.store.threads import Thread, ThreadEditor
+from exai_mcp.store.threads import Thread, ThreadEditor, new_thread_id
 from exai_mcp.tools.base import AnswerOutput, ToolInput, ToolSpec, Usage
 from exai_mcp.tools.history import load_thread, render_history, revision
 
@@ -106,9 +106,7 @@ async def plan(args: AnalyzeInput, services: Services) -> Plan[AnalyzeOutput]:
     model = services.catalog.resolve(args.model, available=services.pool.available)
     # Check paths now, so a bad one is an error before any provider time is spent.
     files = await services.files.snapshot_async(args.files)
-    thread = (
-        await load_thread(services.store, args.continuation_id) if args.continuation_id else None
-    )
+    thread = await load_thread(services, args.continuation_id) if args.continuation_id else None
     asked = {
         "args": args.model_dump(exclude={"model", "continuation_id"}),
         "model": model.label,
@@ -178,8 +176,8 @@ async def _record(
     """Keep the exchange in this caller's thread, so analyze or workflow can continue it.
 
     A caller without a continuation_id gets a thread of its own, even when its answer was
-    shared or cached. A resent follow-up is stored once: the check and the write are one
-    transaction.
+    shared or cached; it is written after the reply (store/pending.py). A resent follow-up is
+    stored once: the check and the write are one transaction.
     """
     digest = f"Question ({args.focus}): {question}\nFiles: {', '.join(args.files) or 'none'}\nExpert answer:\n{answer}"
     payload = {
@@ -195,12 +193,16 @@ async def _record(
             editor.append(TOOL_NAME, payload)
         return editor.thread.id
 
-    def write() -> str:
-        if thread is None:
-            return services.store.create_and_edit(TOOL_NAME, None, append_once)
-        return services.store.edit(thread.id, append_once)
-
-    return await anyio.to_thread.run_sync(write)
+    if thread is None:  # a new thread: the reply need not wait for its write
+        thread_id = new_thread_id()
+        await services.writes.write_new(
+            thread_id,
+            lambda: services.store.create_and_edit(
+                TOOL_NAME, None, append_once, thread_id=thread_id
+            ),
+        )
+        return thread_id
+    return await anyio.to_thread.run_sync(services.store.edit, thread.id, append_once)
 
 
 TOOL = ToolSpec(

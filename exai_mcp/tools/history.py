@@ -12,7 +12,8 @@ from typing import Any
 
 import anyio
 
-from exai_mcp.store.threads import Thread, ThreadStore
+from exai_mcp.services import Services
+from exai_mcp.store.threads import Thread
 
 
 def render_history(thread: Thread, heading: str | None = None) -> str:
@@ -38,5 +39,7 @@ def revision(thread: Thread, *, before: int | None = None) -> dict[str, Any]:
     return {"thread": thread.id, "content": hashlib.sha256(content.encode()).hexdigest()}
 
 
-async def load_thread(store: ThreadStore, thread_id: str) -> Thread:
-    return await anyio.to_thread.run_sync(store.get, thread_id)
+async def load_thread(services: Services, thread_id: str) -> Thread:
+    """The thread `thread_id`, once a write of it still running after its reply has ended."""
+    await services.writes.settled(thread_id)
+    return await anyio.to_thread.run_sync(services.store.get, thread_id)

@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from exai_mcp.errors import BusyError, InputError, ThreadError
 from exai_mcp.middleware.call import Answer, ExpertRequest, Plan
 from exai_mcp.services import Services
-from exai_mcp.store.threads import Step, Thread, ThreadEditor
+from exai_mcp.store.threads import Step, Thread, ThreadEditor, new_thread_id
 from exai_mcp.tools.base import (
     AnswerOutput,
     ToolInput,
@@ -449,6 +449,8 @@ async def plan(args: WorkflowInput, services: Services) -> Plan[WorkflowOutput]:
     if draft:
         thread, slot = _draft_thread(payload), 1
     else:
+        if args.continuation_id is not None:
+            await services.writes.settled(args.continuation_id)
         thread, slot = await anyio.to_thread.run_sync(_record, services, args, payload)
     total = args.total_steps if final else max(args.total_steps, args.step_number + 1)
     base = dict(
@@ -497,9 +499,10 @@ async def plan(args: WorkflowInput, services: Services) -> Plan[WorkflowOutput]:
             "provider": answer.provider,
         }
         verdict["digest"] = _digest(verdict)
-        if draft:
-            thread_id = await anyio.to_thread.run_sync(
-                _create_with_verdict, services, args, verdict
+        if draft:  # a new thread: the reply need not wait for its write
+            thread_id = new_thread_id()
+            await services.writes.write_new(
+                thread_id, lambda: _create_with_verdict(services, args, verdict, thread_id)
             )
         else:
             thread_id = thread.id
@@ -555,12 +558,13 @@ def _draft_thread(payload: dict[str, Any]) -> Thread:
     )
 
 
-def _create_with_verdict(services: Services, args: WorkflowInput, verdict: dict[str, Any]) -> str:
-    def record(editor: ThreadEditor) -> str:
+def _create_with_verdict(
+    services: Services, args: WorkflowInput, verdict: dict[str, Any], thread_id: str
+) -> None:
+    def record(editor: ThreadEditor) -> None:
         editor.record(1, TOOL_NAME, verdict)
-        return editor.thread.id
 
-    return services.store.create_and_edit(TOOL_NAME, args.kind, record)
+    services.store.create_and_edit(TOOL_NAME, args.kind, record, thread_id=thread_id)
 
 
 async def _ready(output: WorkflowOutput) -> WorkflowOutput:

@@ -1,0 +1,156 @@
+"""New threads written after the reply: the caller gets its thread id at once, the write follows.
+
+    writes = PendingWrites(task_group, defer=True)
+    thread_id = new_thread_id()
+    await writes.write_new(thread_id, lambda: store.create_and_edit(..., thread_id=thread_id))
+    ...                               # reply with thread_id: the write follows
+    await writes.settled(thread_id)   # before anything reads or edits that thread
+    await writes.drain()              # at shutdown, before the store closes
+
+Why: a caller without a continuation_id gets a thread of its own, even when its answer came
+from the cache. Writing it in a worker thread cost most of a cache hit's time, and mostly in
+the hop to the worker and back, not in SQLite. The reply needs only the id, which is chosen
+before the write, so the reply goes out first, and the writes queued within `FLUSH_DELAY` of
+each other go to the worker together: one hop for a batch instead of one for every call.
+
+What keeps that safe:
+- in this server, every read or edit of a thread by id waits for that thread's pending write
+  (`settled`), which writes the batch at once instead of after the delay, so a follow-up
+  never misses the thread it continues;
+- each write is still its own transaction, so one that fails loses only its own thread: it is
+  logged, and a call that later names its id is told that the thread was not saved, and why,
+  instead of "unknown thread";
+- one batch at a time, in a worker thread of its own, so a burst of writes never takes the
+  worker threads the stdio transport reads and writes with;
+- `drain` runs before the store closes, so a server that stops (stdin closed, SIGTERM) keeps
+  every thread it answered with. Only a killed process can lose the last `FLUSH_DELAY`.
+
+Only a store no other server answers from is written this way. Several servers behind one
+address share threads in Redis, and a client's follow-up may reach another server a moment
+after the reply: there (`defer=False`) a new thread is written before the reply, as it always
+was. Stdio servers sharing one SQLite file each answer their own client, and a thread moves
+between them only when a person carries its id from one window to another.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+
+import anyio
+from anyio.abc import TaskGroup
+
+from exai_mcp.errors import ThreadError
+
+log = logging.getLogger("exai_mcp.store")
+
+FLUSH_DELAY = 0.02  # seconds a queued write waits for others to share its worker-thread hop
+MAX_FAILURES_KEPT = 256  # thread ids whose write failed, remembered for a clear error later
+
+Write = Callable[[], object]
+
+
+class PendingWrites:
+    """The thread writes still to run after their replies; see the module docstring."""
+
+    __slots__ = (
+        "_defer",
+        "_delay",
+        "_failed",
+        "_flushing",
+        "_hurry",
+        "_pending",
+        "_queue",
+        "_task_group",
+        "_worker",
+    )
+
+    def __init__(
+        self, task_group: TaskGroup, *, defer: bool, flush_delay: float = FLUSH_DELAY
+    ) -> None:
+        self._task_group = task_group
+        self._defer = defer
+        self._delay = flush_delay
+        self._worker = anyio.CapacityLimiter(1)
+        self._queue: list[tuple[str, Write]] = []
+        self._pending: dict[str, anyio.Event] = {}  # queued or being written, by thread id
+        self._failed: OrderedDict[str, str] = OrderedDict()
+        self._hurry = anyio.Event()  # set: write what is queued now, without the delay
+        self._flushing = False
+
+    async def write_new(self, thread_id: str, write: Write) -> None:
+        """Create thread `thread_id` with `write` (blocking): queued to run after the reply,
+        or, when other servers answer from this store, now (its errors are then the caller's).
+        """
+        if not self._defer:
+            await anyio.to_thread.run_sync(write)
+            return
+        if thread_id in self._pending:
+            raise ValueError(f"thread {thread_id} already has a pending write")
+        self._pending[thread_id] = anyio.Event()
+        self._queue.append((thread_id, write))
+        if not self._flushing:
+            self._flushing = True
+            self._task_group.start_soon(self._flush)
+
+    async def _flush(self) -> None:
+        # Shielded: a thread its caller was told about is written even as the server stops.
+        # Nothing here waits unboundedly: the delay is short and each write has its timeout.
+        with anyio.CancelScope(shield=True):
+            try:
+                while self._queue:
+                    with anyio.move_on_after(self._delay):
+                        await self._hurry.wait()
+                    self._hurry = anyio.Event()
+                    batch, self._queue = self._queue, []
+                    failures = await anyio.to_thread.run_sync(
+                        _write_each, batch, limiter=self._worker
+                    )
+                    for (thread_id, _write), failure in zip(batch, failures, strict=True):
+                        if failure is not None:
+                            self._remember_failure(thread_id, failure)
+                        self._pending.pop(thread_id).set()
+            finally:
+                self._flushing = False
+
+    def _remember_failure(self, thread_id: str, reason: str) -> None:
+        log.error("thread %s was not saved: %s", thread_id, reason)
+        self._failed[thread_id] = reason
+        while len(self._failed) > MAX_FAILURES_KEPT:
+            self._failed.popitem(last=False)
+
+    async def settled(self, thread_id: str) -> None:
+        """Return once `thread_id` has no write pending; ThreadError if its write failed."""
+        done = self._pending.get(thread_id)
+        if done is not None:
+            self._hurry.set()
+            await done.wait()
+        reason = self._failed.get(thread_id)
+        if reason is not None:
+            raise ThreadError(
+                f"continuation_id '{thread_id}' names a thread this server could not save "
+                f"({reason}); start a new thread without continuation_id"
+            )
+
+    async def drain(self) -> None:
+        """Return once every write started so far has ended (written at once, no delay)."""
+        while self._pending:
+            self._hurry.set()
+            await next(iter(self._pending.values())).wait()
+
+
+def _write_each(batch: list[tuple[str, Write]]) -> list[str | None]:
+    """Run each write (in a worker thread); why each one failed, or None."""
+    failures: list[str | None] = []
+    for _thread_id, write in batch:
+        try:
+            write()
+        except Exception as exc:
+            failures.append(str(exc) or type(exc).__name__)
+        else:
+            failures.append(None)
+    return failures
+
+
+__all__ = ["FLUSH_DELAY", "PendingWrites"]

@@ -1,0 +1,131 @@
+"""A caller's new thread is written after its reply (store/pending.py).
+
+What users rely on: the answer does not wait for the thread store, a follow-up always finds
+the thread it continues, a stopping server keeps every thread it named, and a thread that
+could not be saved is reported as such when a call names it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from fake_provider import FakeProvider
+
+from exai_mcp.errors import ThreadError
+from exai_mcp.store.pending import PendingWrites
+from exai_mcp.store.threads import ThreadStore
+from tests.conftest import in_process_client, settings_for
+
+WAIT = 5.0  # every wait in these tests is bounded by this
+
+
+async def analyze(client: Any, **args: Any) -> Any:
+    result = await client.call_tool("analyze", {"model": "kimi-k2", **args})
+    assert not result.is_error, result.content
+    return result.structured_content
+
+
+async def test_an_answer_does_not_wait_for_a_busy_thread_store(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    settings = settings_for(fake, tmp_path)
+    async with in_process_client(settings) as client:
+        await analyze(client, text="warm-up")  # the store is open and the schema set up
+        blocker = sqlite3.connect(settings.state_db, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        try:
+            with anyio.fail_after(WAIT / 2):  # the store would wait up to 5 s for the lock
+                first = await analyze(client, text="what is 2+2?")
+            thread_id = first["continuation_id"]
+            async with anyio.create_task_group() as tg:
+                follow_up: dict[str, Any] = {}
+
+                async def ask_again() -> None:
+                    follow_up.update(
+                        await analyze(client, text="and 3+3?", continuation_id=thread_id)
+                    )
+
+                asked = fake.chat_count
+                tg.start_soon(ask_again)
+                await anyio.sleep(0.2)  # a window for a wrong early answer to show up in
+                assert not follow_up  # it waits for the thread it continues to be written...
+                assert fake.chat_count == asked  # ...before it asks the provider anything
+                blocker.execute("ROLLBACK")
+        finally:
+            blocker.close()
+    assert follow_up["continuation_id"] == thread_id
+    history = fake.chat_requests[-1].body["messages"][-1]["content"]
+    assert "what is 2+2?" in history  # the follow-up was asked with the first exchange
+
+
+async def test_a_follow_up_sent_at_once_finds_its_thread(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    async with in_process_client(settings_for(fake, tmp_path)) as client:
+        for n in range(5):  # bounded: each follow-up names a thread written moments ago
+            first = await analyze(client, text=f"question {n}")
+            second = await analyze(
+                client, text=f"follow-up {n}", continuation_id=first["continuation_id"]
+            )
+            assert second["continuation_id"] == first["continuation_id"]
+
+
+async def test_a_stopping_server_keeps_every_thread_it_named(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    settings = settings_for(fake, tmp_path)
+    async with in_process_client(settings) as client:  # the server opens and closes its store
+        ids = [(await analyze(client, text=f"q{n}"))["continuation_id"] for n in range(10)]
+    store = ThreadStore(settings.state_db)
+    try:
+        for thread_id in ids:
+            assert store.get(thread_id).steps[0].payload["question"].startswith("q")
+    finally:
+        store.close()
+
+
+async def test_a_thread_whose_write_failed_is_named_as_unsaved_and_others_are_kept() -> None:
+    written: list[str] = []
+
+    def write(name: str, *, fails: bool = False) -> Any:
+        def run() -> None:
+            if fails:
+                raise sqlite3.OperationalError("disk I/O error")
+            written.append(name)
+
+        return run
+
+    async with anyio.create_task_group() as tg:
+        writes = PendingWrites(tg, defer=True, flush_delay=60.0)  # written on demand only
+        await writes.write_new("a", write("a"))
+        await writes.write_new("b", write("b", fails=True))
+        await writes.write_new("c", write("c"))
+        with anyio.fail_after(WAIT):
+            await writes.settled("c")  # at once, not after the delay
+            with pytest.raises(ThreadError, match=r"'b' names a thread .* \(disk I/O error\)"):
+                await writes.settled("b")
+            await writes.settled("a")
+        assert written == ["a", "c"]  # in order, each in its own transaction
+        await writes.write_new("d", write("d"))
+        with anyio.fail_after(WAIT):
+            await writes.drain()
+        assert written == ["a", "c", "d"]
+
+
+async def test_without_deferral_a_new_thread_is_written_before_the_reply() -> None:
+    # Servers sharing Redis: a follow-up may reach another server the moment the reply is out.
+    written: list[str] = []
+
+    def fails() -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    async with anyio.create_task_group() as tg:
+        writes = PendingWrites(tg, defer=False)
+        await writes.write_new("a", lambda: written.append("a"))
+        assert written == ["a"]
+        with pytest.raises(sqlite3.OperationalError):  # the caller's error, as before
+            await writes.write_new("b", fails)
