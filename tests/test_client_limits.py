@@ -120,8 +120,48 @@ async def test_the_limiters_of_idle_clients_are_dropped(fake: FakeProvider, tmp_
             await until(lambda: len(clients.clients()) == 50)
             fake.release()
         assert clients.clients() == {}  # no holder, no waiter: forgotten
-        await ask(services, "late", "q")()  # a cache hit also takes (and gives back) a permit
+        await ask(services, "late", "q")()  # a cache hit takes no permit at all
         assert clients.clients() == {}
+
+
+async def test_a_cache_hit_does_not_queue_behind_its_clients_running_calls(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    async with services_for(fake, tmp_path, EXAI_CLIENT_MAX_INFLIGHT=1) as services:
+        await ask(services, "A", "known")()
+        fake.hold()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ask(services, "A", "slow"))  # takes A's only permit, and keeps it
+            await fake.wait_for_active(1, timeout=WAIT)
+            with anyio.fail_after(WAIT):
+                known = await ask(services, "A", "known")()
+            assert known.cached
+            assert services.pipeline.client_limits.clients()["A"].in_use() == 1  # still held
+            fake.release()
+    assert fake.chat_count == 2
+
+
+async def test_identical_calls_that_queued_for_their_clients_permit_find_the_cached_answer(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    fake.hold()
+    async with (
+        services_for(fake, tmp_path, EXAI_CLIENT_MAX_INFLIGHT=2) as services,
+        anyio.create_task_group() as tg,
+    ):
+        answers: list[Any] = []
+
+        async def same_question() -> None:
+            answers.append(await ask(services, "A", "same")())
+
+        for _ in range(6):
+            tg.start_soon(same_question)
+        await fake.wait_for_active(1, timeout=WAIT)  # the two with permits share one request
+        await until(lambda: services.pipeline.client_limits.waiting() == 4)
+        fake.release()
+    # The four that queued found the answer cached after their wait: no second request.
+    assert fake.chat_count == 1
+    assert sorted(a.cached for a in answers) == [False, False, True, True, True, True]
 
 
 async def test_a_cancelled_waiter_leaks_nothing(fake: FakeProvider, tmp_path: Path) -> None:

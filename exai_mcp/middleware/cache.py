@@ -90,13 +90,21 @@ class ResultCache(Generic[T]):
 
 
 class ServeFromCache:
-    """Layer: a call whose answer is already in the cache costs nothing."""
+    """Layer: a call whose answer is already in the cache costs nothing.
 
-    def __init__(self, cache: AnswerCache) -> None:
+    `after_queueing`: look only if the call waited for its client's permit on the way here
+    (`Call.queued`): an identical call may have cached the answer meanwhile. A call that did
+    not wait was looked up a moment ago, above the permit.
+    """
+
+    def __init__(self, cache: AnswerCache, *, after_queueing: bool = False) -> None:
         self.cache = cache
+        self.after_queueing = after_queueing
 
     async def __call__(self, call: Call, call_next: Next) -> Answer:
-        hit = await self.cache.lookup(call.key) if call.key is not None else None
+        if call.key is None or (self.after_queueing and not call.queued):
+            return await call_next(call)
+        hit = await self.cache.lookup(call.key)
         if hit is not None:
             return dataclasses.replace(hit, cached=True)
         return await call_next(call)

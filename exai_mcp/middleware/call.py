@@ -94,6 +94,8 @@ class Call:
     report: Callable[[str], None] = lambda _message: None
     """Progress for the client(s): cheap, synchronous, coalesced by the reporter."""
     plan: Plan[Any] | None = None
+    queued: bool = False
+    """It waited for its client's permit (`ClientLimit`), so the cache may have its answer now."""
     key: str | None = None
     """`call_key` of the plan's key: the name identical calls share."""
     model: ResolvedModel | None = None

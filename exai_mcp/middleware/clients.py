@@ -1,7 +1,7 @@
 """A per-client concurrency limit: one busy client queues behind itself, not in front of others.
 
     clients = ClientLimits(per_client=8)
-    async with clients.hold(call):       # at most 8 of this client's calls past this point
+    async with clients.hold(call) as queued:   # at most 8 of this client's calls past here
         ...
 
 A client is what `Call.client` names: an MCP session, a REST client's `X-Client-Id`, or
@@ -33,16 +33,19 @@ class ClientLimits:
         """Calls holding or waiting per client: the limiter is dropped when it reaches zero."""
 
     @asynccontextmanager
-    async def hold(self, call: Call) -> AsyncIterator[Holder]:
+    async def hold(self, call: Call) -> AsyncIterator[bool]:
+        """Hold one of the client's permits; yields whether the call had to queue for it."""
         client = call.client
         limiter = self._limiters.get(client)
         if limiter is None:
             limiter = self._limiters[client] = TrackedLimiter(f"client {client}", self.per_client)
         self._users[client] = self._users.get(client, 0) + 1
         try:
+            # FIFO: a call queues when every permit is out or others are already waiting.
+            queued = limiter.in_use() >= limiter.total or limiter.waiting() > 0
             holder = Holder(call.request_id, call.tool, None)
-            async with limiter.hold(holder, call.deadline, on_wait=call.report) as held:
-                yield held
+            async with limiter.hold(holder, call.deadline, on_wait=call.report):
+                yield queued
         finally:
             self._users[client] -= 1
             if self._users[client] == 0:  # no holder, no waiter: nothing to remember
@@ -60,18 +63,18 @@ class ClientLimits:
 class ClientLimit:
     """Layer: at most EXAI_CLIENT_MAX_INFLIGHT calls of one client at once below this point.
 
-    It sits just above `ServeFromCache`, so a cache hit takes a permit too (for microseconds).
-    Below the cache would let hits skip the queue, but a call that waited there would then miss
-    an answer cached while it waited: twenty identical calls from one client would make a second
-    provider request for the twelve that queued. Here a call that waited looks at the cache
-    after its wait. It must be above `ShareIdenticalCalls` anyway: below it the execution is
-    shared by identical callers of possibly different clients and belongs to none of them. The
-    plan (`RunTool`, above) is made before the permit is taken: planning is local and bounded.
+    A cache hit is served above it and takes no permit: a busy client's known answers do not
+    queue behind its running calls. A call that queued here is marked (`Call.queued`) so the
+    cache is looked at again below: it may hold the answer now, and twenty identical calls from
+    one client must not make a second provider request for the twelve that queued. It must be
+    above `ShareIdenticalCalls`: below it the execution is shared by identical callers of
+    possibly different clients and belongs to none of them. The plan (`RunTool`, above) is made
+    before the permit is taken: planning is local and bounded.
     """
 
     def __init__(self, limits: ClientLimits) -> None:
         self.limits = limits
 
     async def __call__(self, call: Call, call_next: Next) -> object:
-        async with self.limits.hold(call):
-            return await call_next(call)
+        async with self.limits.hold(call) as queued:
+            return await call_next(call.replace(queued=True) if queued else call)

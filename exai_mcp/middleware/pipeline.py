@@ -93,8 +93,9 @@ class Pipeline:
             ObserveCall(obs),  # the caller's record, span and log line (observability/)
             CountCalls(self.calls),  # outcome and latency, whatever happens below
             RunTool(),  # plan the call; finish it for this caller (its own thread)
-            ClientLimit(client_limits),  # a busy client queues behind itself; then the cache
             ObserveCacheLookup(obs, ServeFromCache(cache)),  # a known answer costs nothing
+            ClientLimit(client_limits),  # a busy client queues behind itself...
+            ServeFromCache(cache, after_queueing=True),  # ...and then looks again
             ObserveSharing(obs, ShareIdenticalCalls(flights)),  # one execution; shared below
             KeepInCache(cache),  # kept even if every caller left meanwhile
             ShareAcrossServers(across),  # with Redis: one execution on all servers
