@@ -11,10 +11,15 @@ Two tools, no middleware, no validation beyond what the SDK does:
   `openai.AsyncOpenAI`, streaming exactly as exai-mcp's providers do, and returns the answer.
   It is the control that separates the cost of the provider path (SDK, HTTP, the provider)
   from the cost of exai-mcp's pipeline.
+- `replay` (listed only when `BARE_REPLAY` names a JSON file holding an `output_schema` and a
+  `result`) answers with that stored `tools/call` result under that output schema: the floor
+  for any tool returning the same result, which the client parses and checks against the
+  schema. The benchmark stores one of exai-mcp's cache hits there.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -51,6 +56,26 @@ TOOLS = [
         input_schema=INPUT_SCHEMA,
     ),
 ]
+
+
+def replay_from(path: str | None) -> tuple[Tool, CallToolResult] | None:
+    """The `replay` tool and the result it answers with, from BARE_REPLAY's file."""
+    if not path:
+        return None
+    with open(path, encoding="utf-8") as stored:
+        replay = json.load(stored)
+    tool = Tool(
+        name="replay",
+        description="Answers with a stored result.",
+        input_schema=INPUT_SCHEMA,
+        output_schema=replay["output_schema"],
+    )
+    return tool, CallToolResult.model_validate(replay["result"])
+
+
+REPLAY = replay_from(os.environ.get("BARE_REPLAY"))
+if REPLAY is not None:
+    TOOLS.append(REPLAY[0])
 
 
 def resident_mib() -> float:
@@ -110,6 +135,8 @@ async def call_tool(
     args = params.arguments or {}
     if params.name == "noop":
         return text_result(f"ok: {args.get('text', '')}")
+    if params.name == "replay" and REPLAY is not None:
+        return REPLAY[1]
     if params.name == "memory":
         return text_result(f"{resident_mib():.1f}")
     if params.name == "relay":

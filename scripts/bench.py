@@ -16,6 +16,9 @@ the `mcp` SDK's stdio client, started once, warmed up, then timed:
     makes one streaming `openai.AsyncOpenAI` chat-completion call with no pipeline: the ratio
     is what the pipeline costs. c1 (control): the bare server's no-op tool. c2: exai-mcp
     answering from its result cache (the pipeline without a provider) against the no-op.
+    c3 (control): a bare server answering with a stored copy of that cache hit under the same
+    output schema (`replay`): what returning this result costs any server and its client (the
+    client parses it and checks it against the schema), so c2 against c3 is the pipeline.
     The fake provider keeps streamed connections alive, as real providers do.
 (d) 20 concurrent calls at 500 ms: a server that blocks its event loop on a synchronous
     `openai.OpenAI` call (`scripts/blocking_server.py`, what exai-mcp replaces) against exai-mcp.
@@ -33,7 +36,9 @@ the `mcp` SDK's stdio client, started once, warmed up, then timed:
     exports to a closed loopback port; off must not load OpenTelemetry at all.
 (e) memory: exai-mcp's resident memory (from its `status` tool) after 1,000 and 2,000 distinct
     calls; with the result cache full, the second thousand must add under 5 %, and the total
-    must stay within 1.10x the bare server's resident memory (after its own (c) calls).
+    must stay within 1.10x the bare server's resident memory once the bare server has made
+    the same provider calls through `relay` ((a)'s bursts at 200 ms, then these 2,000 in
+    bursts of 50): concurrent streams leave memory behind in the HTTP stack of any process.
 
 exai-mcp runs with EXAI_MAX_INFLIGHT, EXAI_CLIENT_MAX_INFLIGHT and EXAI_KIMI_MAX_INFLIGHT raised
 to 64: the defaults (8, 8 and 6) would queue (a)'s 50 calls in waves of 6, which is the limit doing its job, not speed.
@@ -141,8 +146,8 @@ def exai_params(fake: FakeProvider, tmp: Path, *, cache: bool) -> StdioServerPar
     )
 
 
-def script_params(name: str, fake: FakeProvider, tmp: Path) -> StdioServerParameters:
-    env = {"RELAY_BASE_URL": fake.base_url("/v1"), "RELAY_API_KEY": "bench-key"}
+def script_params(name: str, fake: FakeProvider, tmp: Path, **extra: str) -> StdioServerParameters:
+    env = {"RELAY_BASE_URL": fake.base_url("/v1"), "RELAY_API_KEY": "bench-key", **extra}
     return StdioServerParameters(
         command=sys.executable, args=[str(SCRIPTS / name)], env=env, cwd=str(tmp)
     )
@@ -253,16 +258,56 @@ def analyze_args(label: str, n: int) -> list[dict[str, Any]]:
 # ----------------------------------------------------------------------------- scenarios
 
 
-async def run_c(bare: Client, exai_off: Client, exai_on: Client, fake: FakeProvider) -> list[Row]:
-    """Sequential calls at 0 ms; the four series interleaved round by round against drift."""
+async def replay_file(exai: Client, hit_args: dict[str, Any], tmp: Path) -> Path:
+    """One of exai-mcp's cache hits and `analyze`'s output schema, for the bare `replay` tool."""
+    tools = {tool.name: tool for tool in (await exai.list_tools()).tools}
+    hit = await call(exai, "analyze", hit_args)
+    path = tmp / "replay.json"
+    path.write_text(
+        json.dumps(
+            {
+                "output_schema": tools["analyze"].output_schema,
+                "result": hit.model_dump(by_alias=True, mode="json", exclude_none=True),
+            }
+        ),
+        encoding="utf-8",
+    )
+    return path
+
+
+async def run_c(
+    bare: Client,
+    exai_off: Client,
+    exai_on: Client,
+    fake: FakeProvider,
+    tmp: Path,
+    errlog: TextIO,
+) -> list[Row]:
+    """Sequential calls at 0 ms; the five series interleaved round by round against drift."""
     fake.latency = 0.0
     hit_args = {"text": "c: the cached question", "model": KIMI}
     await call(exai_on, "analyze", hit_args)  # from now on a cache hit
+    replay = script_params(
+        "bare_server.py", fake, tmp, BARE_REPLAY=str(await replay_file(exai_on, hit_args, tmp))
+    )
+    async with connect(replay, errlog) as bare_replay:
+        await call(bare_replay, "replay", hit_args)  # lists the tools, warms up
+        return await _run_c(bare, bare_replay, exai_off, exai_on, hit_args)
+
+
+async def _run_c(
+    bare: Client,
+    bare_replay: Client,
+    exai_off: Client,
+    exai_on: Client,
+    hit_args: dict[str, Any],
+) -> list[Row]:
     series: dict[str, tuple[Client, str, Callable[[int, int], dict[str, Any]]]] = {
         "noop": (bare, "noop", lambda r, i: {"text": f"c {r}.{i}", "model": KIMI}),
         "relay": (bare, "relay", lambda r, i: {"text": f"c {r}.{i}"}),
         "exai": (exai_off, "analyze", lambda r, i: {"text": f"c {r}.{i}", "model": KIMI}),
         "exai_cache_hit": (exai_on, "analyze", lambda r, i: hit_args),
+        "replay": (bare_replay, "replay", lambda r, i: hit_args),
     }
     samples: dict[str, list[float]] = {name: [] for name in series}
     for r in range(C_ROUNDS):
@@ -282,6 +327,8 @@ async def run_c(bare: Client, exai_off: Client, exai_on: Client, fake: FakeProvi
         "ratio_exai_vs_relay": round(cps["exai"] / cps["relay"], 3),
         "ratio_relay_vs_noop": round(cps["relay"] / cps["noop"], 3),
         "ratio_cache_hit_vs_noop": round(cps["exai_cache_hit"] / cps["noop"], 3),
+        "ratio_cache_hit_vs_replay": round(cps["exai_cache_hit"] / cps["replay"], 3),
+        "ratio_replay_vs_noop": round(cps["replay"] / cps["noop"], 3),
         "samples_ms": {k: [round(s * 1000, 3) for s in v] for k, v in samples.items()},
     }
     ms = data["median_ms"]
@@ -312,6 +359,15 @@ async def run_c(bare: Client, exai_off: Client, exai_on: Client, fake: FakeProvi
             f"({ms['exai_cache_hit']:.2f} vs {ms['noop']:.2f} ms round trip)",
             f">= {C2_TARGET}",
             hit_ratio >= C2_TARGET,
+        ),
+        Row(
+            "c3",
+            "  control: bare server replaying that cache hit (same result and output schema)",
+            f"{cps['replay']:.0f}/s = {cps['replay'] / cps['noop']:.2f} of no-op "
+            f"({ms['replay']:.2f} ms): the floor for this result; cache hits = "
+            f"{cps['exai_cache_hit'] / cps['replay']:.2f} of it",
+            "info",
+            None,
         ),
     ]
 
@@ -508,27 +564,49 @@ async def exai_rss(exai: Client) -> float:
     return (await call(exai, "status", {})).structured_content["process"]["rss_mib"]
 
 
+async def bare_mib(bare: Client) -> float:
+    return float((await call(bare, "memory", {})).content[0].text)
+
+
+async def relay_bursts(bare: Client, label: str, calls: int) -> None:
+    for start in range(0, calls, E_BURST):
+        args = [{"text": a["text"]} for a in analyze_args(f"{label}-{start}", E_BURST)]
+        await burst(bare, "relay", args)
+
+
 async def run_e(exai: Client, bare: Client, fake: FakeProvider) -> Row:
-    """Memory stays bounded: resident memory after E_CALLS more distinct calls barely grows."""
+    """Memory stays bounded: resident memory after E_CALLS more distinct calls barely grows,
+    and stays near the bare server's once the bare server has made the same provider calls."""
     fake.latency = 0.0
-    bare_mib = float((await call(bare, "memory", {})).content[0].text)
     samples = [await exai_rss(exai)]
     for half in range(2):
         for start in range(0, E_CALLS // 2, E_BURST):
             await burst(exai, "analyze", analyze_args(f"e{half}-{start}", E_BURST))
         samples.append(await exai_rss(exai))
+    # The bare server has made (c)'s sequential calls; now the rest exai-mcp has made: (a)'s
+    # bursts at 200 ms and these. Concurrent streams leave the HTTP stack's memory behind
+    # in any process, so the ratio compares servers after the same work.
+    bare_before = await bare_mib(bare)
+    fake.latency = A_LATENCY
+    for rep in range(A_REPS):
+        await relay_bursts(bare, f"bare-a{rep}", A_CALLS)
+    fake.latency = 0.0
+    await relay_bursts(bare, "bare-e", E_CALLS)
+    bare_after = await bare_mib(bare)
     growth = (samples[2] - samples[1]) / samples[1]
-    vs_bare = samples[2] / bare_mib
+    vs_bare = samples[2] / bare_after
     return Row(
         "e",
         f"memory: {E_CALLS} distinct calls at 0 ms (cache full at 256 entries)",
         f"{samples[1]:.1f} -> {samples[2]:.1f} MiB over the last {E_CALLS // 2} calls "
-        f"({growth:+.1%}); {vs_bare:.2f}x the bare server's {bare_mib:.1f} MiB",
+        f"({growth:+.1%}); {vs_bare:.2f}x the bare server's {bare_after:.1f} MiB after the "
+        f"same calls ({samples[2] / bare_before:.2f}x its {bare_before:.1f} MiB before them)",
         f"< {E_TARGET:.0%} growth, <= {E_BARE_TARGET:.2f}x bare",
         growth < E_TARGET and vs_bare <= E_BARE_TARGET,
         {
             "rss_mib": samples,
-            "bare_rss_mib": bare_mib,
+            "bare_rss_mib": bare_after,
+            "bare_rss_mib_before_the_same_calls": bare_before,
             "growth": round(growth, 4),
             "vs_bare": round(vs_bare, 3),
         },
@@ -605,7 +683,7 @@ async def run(errlog: TextIO, tmp: Path, progress: Callable[[str], None]) -> dic
                 await call(bare, "relay", {"text": f"warm-up {i}"})
             await burst(exai, "analyze", analyze_args("warm-up burst", A_CALLS))
             progress("(c) sequential calls per second")
-            rows += await run_c(bare, exai_off, exai, fake)
+            rows += await run_c(bare, exai_off, exai, fake, tmp, errlog)
             progress("(a) 50 concurrent calls")
             a_row = await run_a(exai, fake)
             rows.insert(0, a_row)
