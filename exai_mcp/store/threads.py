@@ -87,6 +87,11 @@ BUSY_TIMEOUT_MS = 5000  # how long a call waits for another process's write lock
 OPEN_ATTEMPTS = 3
 OPEN_BUSY_TIMEOUT_MS = 500
 OPEN_RETRY_PAUSE = 0.25
+# SQLite's page cache, per connection. Its default (2 MiB) fills as the file grows, in each of
+# the two connections; threads are read and written by id, and a page not cached comes from
+# the OS's file cache in microseconds.
+PAGE_CACHE_KIB = 256
+CACHE_SIZE = f"PRAGMA cache_size = -{PAGE_CACHE_KIB}"  # negative: KiB, not pages
 MAINTENANCE_INTERVAL = 300.0  # seconds between two `maintain()` runs in a server
 PURGE_BATCH = 500  # threads deleted per write transaction, so a purge never holds the lock long
 PURGE_BATCHES = 100  # batches per `maintain()`; a larger backlog goes on the next run
@@ -244,11 +249,13 @@ class ThreadStore:
             opened.append(writer)
             self._set_up(writer)
             writer.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            writer.execute(CACHE_SIZE)
             if self._is_memory:
                 return writer, writer
             reader = self._connect(BUSY_TIMEOUT_MS)
             opened.append(reader)
             reader.execute("PRAGMA query_only = ON")
+            reader.execute(CACHE_SIZE)
             reader.execute(_LOAD, ("",)).fetchall()  # fails here, not at the first call
             return writer, reader
         except BaseException as exc:
