@@ -30,6 +30,7 @@ from tests.conftest import provider_env, settings_for, stdio_params
 NOT_LOADED_WHEN_SERVING_STDIO = (
     "prometheus_client",  # only with /metrics: serve --http, or EXAI_METRICS_PORT
     "exai_mcp.observability.metrics",
+    "tenacity",  # retries are a plain loop (exai_mcp.middleware.retry)
 )
 """Modules a stdio server answering `analyze` and `status` must never import."""
 
