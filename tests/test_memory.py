@@ -31,6 +31,7 @@ NOT_LOADED_WHEN_SERVING_STDIO = (
     "prometheus_client",  # only with /metrics: serve --http, or EXAI_METRICS_PORT
     "exai_mcp.observability.metrics",
     "tenacity",  # retries are a plain loop (exai_mcp.middleware.retry)
+    "exai_mcp.doctor",  # `exai-mcp doctor` only
 )
 """Modules a stdio server answering `analyze` and `status` must never import."""
 
