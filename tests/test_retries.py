@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from fake_provider import FakeProvider, Reply
 
-from exai_mcp.errors import DeadlineExceeded, RateLimited
+from exai_mcp.errors import DeadlineExceeded, ProviderUnavailable, RateLimited
 from exai_mcp.middleware.deadline import Deadline
 from exai_mcp.middleware.retry import RetryPolicy, call_with_retries
 from tests.conftest import in_process_client, read_status, settings_for
@@ -99,3 +99,31 @@ async def test_a_retry_after_past_the_deadline_stops_without_sleeping() -> None:
     with pytest.raises(DeadlineExceeded, match="no time left in the 10 s budget"):
         await call_with_retries(attempt, policy=policy, deadline=Deadline.after(10))
     assert waited == []
+
+
+async def test_the_backoff_grows_exponentially_with_jitter_up_to_its_cap() -> None:
+    """initial_delay * 2**(n-1) + uniform(0, jitter) after the n-th failure, at most max_delay;
+    each retry is reported before its wait, and the last failure is not waited after."""
+    waited: list[float] = []
+    reported: list[tuple[int, float]] = []
+
+    async def record(seconds: float) -> None:
+        waited.append(seconds)
+
+    async def attempt() -> str:
+        raise ProviderUnavailable("503", provider="kimi", model="m")
+
+    policy = RetryPolicy(max_attempts=6, initial_delay=0.5, max_delay=8.0, jitter=0.5, sleep=record)
+    with pytest.raises(ProviderUnavailable, match="6 attempts"):
+        await call_with_retries(
+            attempt,
+            policy=policy,
+            deadline=Deadline.after(600),
+            on_retry=lambda n, _exc, delay: reported.append((n, delay)),
+        )
+    assert len(waited) == 5
+    for n, seconds in enumerate(waited, start=1):
+        low = 0.5 * 2 ** (n - 1)
+        assert min(low, 8.0) <= seconds <= min(low + 0.5, 8.0)
+    assert waited[-1] == 8.0  # 0.5 * 2**4 = 8 is already the cap
+    assert reported == list(enumerate(waited, start=1))

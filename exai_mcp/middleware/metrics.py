@@ -2,43 +2,81 @@
 
 Calls and provider requests are counted here, where the pipeline records them; the
 Prometheus collector (`exai_mcp.observability.metrics`) reads these objects at scrape time.
-The histograms are `prometheus_client` histograms that belong to no registry: each server's
-own registry exposes them, so several servers in one process never share a series.
+The histograms are plain bucket counts (`Buckets`), turned into Prometheus histogram samples
+only when something scrapes them, so a server that serves no /metrics never loads
+`prometheus_client` (about 0.9 MiB resident). Each server has its own, so several servers in
+one process never share a series.
 """
 
 from __future__ import annotations
 
+import time
+from bisect import bisect_left
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
 import anyio
-from prometheus_client import Histogram
 
 from exai_mcp.middleware.call import Call, Next
 
 CALL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 600)
 """Seconds, from 5 ms (a cache hit) to 600 s (beyond any server deadline)."""
 
+BUCKET_BOUNDS = (*(float(b) for b in CALL_BUCKETS), float("inf"))
+"""Every bucket's upper bound, +Inf last, as a Prometheus histogram has them."""
+
 OUTCOMES = ("ok", "error", "cancelled", "cached")
 
 
-def _call_histogram() -> Histogram:
-    return Histogram(
-        "exai_tool_call_duration_seconds",
-        "Time from a tool call's arrival to its answer, by tool.",
-        ["tool"],
-        registry=None,
-        buckets=CALL_BUCKETS,
-    )
+class Buckets:
+    """One histogram series: observations per bucket (not cumulative), their sum, and when the
+    series began (Prometheus' `_created`). An observation goes to the first bucket whose upper
+    bound is at least its value, as in `prometheus_client.Histogram`."""
+
+    __slots__ = ("counts", "created", "sum")
+
+    def __init__(self) -> None:
+        self.counts = [0.0] * len(BUCKET_BOUNDS)
+        self.sum = 0.0
+        self.created = time.time()
+
+    def observe(self, value: float) -> None:
+        self.sum += value
+        self.counts[bisect_left(BUCKET_BOUNDS, value)] += 1
+
+    @property
+    def count(self) -> float:
+        return sum(self.counts)
 
 
-def _request_histogram() -> Histogram:
-    return Histogram(
-        "exai_provider_request_duration_seconds",
-        "Time of one provider HTTP request (one attempt), from holding its permits.",
-        registry=None,
-        buckets=CALL_BUCKETS,
-    )
+class LabeledBuckets:
+    """Histogram series by one label value, each begun when its value is first observed."""
+
+    __slots__ = ("series",)
+
+    def __init__(self) -> None:
+        self.series: dict[str, Buckets] = {}
+
+    def labels(self, value: str) -> Buckets:
+        series = self.series.get(value)
+        if series is None:
+            series = self.series[value] = Buckets()
+        return series
+
+    def observe(self, value: str, seconds: float) -> None:
+        self.labels(value).observe(seconds)
+
+
+class LimitWaits:
+    """Seconds each acquisition waited for its permit, by limit (0 when one was free)."""
+
+    __slots__ = ("histogram",)
+
+    def __init__(self) -> None:
+        self.histogram = LabeledBuckets()
+
+    def observe(self, limit: str, seconds: float) -> None:
+        self.histogram.observe(limit, seconds)
 
 
 @dataclass(slots=True)
@@ -46,12 +84,13 @@ class CallStats:
     outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)
     """(tool, outcome) -> calls finished so; outcome is one of `OUTCOMES`."""
     in_flight: int = 0
-    durations: Histogram = field(default_factory=_call_histogram)
+    durations: LabeledBuckets = field(default_factory=LabeledBuckets)
+    """By tool: exai_tool_call_duration_seconds."""
     _recent: deque[float] = field(default_factory=lambda: deque(maxlen=2048))
 
     def record(self, tool: str, seconds: float, *, outcome: str) -> None:
         self.outcomes[tool, outcome] += 1
-        self.durations.labels(tool).observe(seconds)
+        self.durations.observe(tool, seconds)
         self._recent.append(seconds)
 
     @property
@@ -89,7 +128,8 @@ class ProviderStats:
     retry_reasons: Counter[str] = field(default_factory=Counter)
     tokens: Counter[str] = field(default_factory=Counter)
     """"input" and "output" tokens, as the GenAI semantic conventions name them."""
-    durations: Histogram = field(default_factory=_request_histogram)
+    durations: Buckets = field(default_factory=Buckets)
+    """exai_provider_request_duration_seconds, labelled with the provider when scraped."""
 
     def record_request(
         self,

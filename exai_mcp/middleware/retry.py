@@ -1,4 +1,4 @@
-"""Retries with tenacity, bounded by the request's deadline.
+"""Retries, bounded by the request's deadline.
 
     policy = RetryPolicy(max_attempts=3)
     result = await call_with_retries(attempt, policy=policy, deadline=deadline, on_retry=report)
@@ -17,19 +17,12 @@ for another; raise KIMI_TIMEOUT_SECS ...`.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
 import anyio
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-    stop_any,
-    wait_exponential_jitter,
-)
 
 from exai_mcp.errors import BreakerOpen, DeadlineExceeded, ProviderError, RateLimited
 from exai_mcp.middleware.call import Call, Next
@@ -52,8 +45,23 @@ class RetryPolicy:
 
 
 def is_retryable(exc: BaseException) -> bool:
-    # Called with CancelledError too (tenacity catches BaseException): it must say no.
+    # Never true for CancelledError (or anything but a retryable ProviderError).
     return isinstance(exc, ProviderError) and exc.retryable
+
+
+def backoff(policy: RetryPolicy, attempts: int) -> float:
+    """Seconds to wait after `attempts` failed attempts: exponential with jitter, capped,
+
+    initial_delay * 2**(attempts - 1) + uniform(0, jitter), at most max_delay (as tenacity's
+    `wait_exponential_jitter(multiplier=initial_delay, max=max_delay, jitter=jitter)`, which
+    this replaced so that serving does not import tenacity).
+    """
+    jitter = random.uniform(0, policy.jitter)
+    try:
+        delay = policy.initial_delay * 2 ** (attempts - 1) + jitter
+    except OverflowError:
+        delay = policy.max_delay
+    return max(0.0, min(delay, policy.max_delay))
 
 
 async def call_with_retries(
@@ -64,42 +72,26 @@ async def call_with_retries(
     on_retry: Callable[[int, BaseException, float], None] | None = None,
     budget_setting: str = "WORKFLOW_TOOL_TIMEOUT_SECS",
 ) -> T:
-    backoff = wait_exponential_jitter(
-        multiplier=policy.initial_delay, max=policy.max_delay, jitter=policy.jitter
-    )
-    out_of_time = False
-
-    def wait(state: RetryCallState) -> float:
-        delay = backoff(state)
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, RateLimited) and exc.retry_after is not None:
-            delay = max(delay, exc.retry_after)
-        return delay
-
-    def budget_exhausted(state: RetryCallState) -> bool:
-        nonlocal out_of_time
-        # tenacity computes the wait before asking stop, so the coming sleep is known here.
-        out_of_time = state.upcoming_sleep + policy.min_attempt > deadline.remaining()
-        return out_of_time
-
-    def before_sleep(state: RetryCallState) -> None:
-        if on_retry is not None and state.outcome is not None:
-            on_retry(state.attempt_number, state.outcome.exception(), state.upcoming_sleep)
-
-    retrying = AsyncRetrying(
-        stop=stop_any(stop_after_attempt(policy.max_attempts), budget_exhausted),
-        wait=wait,
-        retry=retry_if_exception(is_retryable),
-        before_sleep=before_sleep,
-        sleep=policy.sleep,
-        reraise=True,
-    )
     attempts = 0
+    out_of_time = False
     try:
-        async for try_ in retrying:
-            with try_:
-                attempts += 1
+        while True:
+            attempts += 1
+            try:
                 return await attempt()
+            except ProviderError as exc:
+                if not exc.retryable or attempts >= policy.max_attempts:
+                    raise
+                delay = backoff(policy, attempts)
+                if isinstance(exc, RateLimited) and exc.retry_after is not None:
+                    delay = max(delay, exc.retry_after)
+                # No backoff sleep, and no attempt, that cannot finish within the deadline.
+                out_of_time = delay + policy.min_attempt > deadline.remaining()
+                if out_of_time:
+                    raise
+                if on_retry is not None:
+                    on_retry(attempts, exc, delay)
+            await policy.sleep(delay)
     except ProviderError as exc:
         if isinstance(exc, BreakerOpen):
             raise  # its message says why and when; no attempt reached the provider
@@ -118,7 +110,6 @@ async def call_with_retries(
         else:
             tried += f" (EXAI_MAX_ATTEMPTS={policy.max_attempts}), none succeeded"
         raise exc.with_tried(tried) from exc
-    raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
 
 
 def _attempts(count: int) -> str:

@@ -20,14 +20,12 @@ from urllib.parse import urlsplit
 
 import anyio
 import uvicorn
-from prometheus_client import CollectorRegistry
 from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
 
-from exai_mcp.observability.metrics import exposition, metrics_registry
-
 if TYPE_CHECKING:
     from mcp.server import Server
+    from prometheus_client import CollectorRegistry
 
     from exai_mcp.services import Services
 
@@ -50,10 +48,13 @@ class MetricsEndpoint:
     """The scrape, in the format the scraper's Accept header asks for."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        from exai_mcp.observability.metrics import exposition  # loads prometheus_client
+
         self.registry = registry
+        self._exposition = exposition
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body, content_type = exposition(self.registry, Headers(scope=scope).get("accept"))
+        body, content_type = self._exposition(self.registry, Headers(scope=scope).get("accept"))
         await _send(send, 200, body, content_type)
 
 
@@ -139,6 +140,9 @@ async def metrics_beside(server: Server[Services], port: int | None) -> AsyncIte
     if port is None:
         yield
         return
+    # Only here: a server without EXAI_METRICS_PORT never loads prometheus_client.
+    from exai_mcp.observability.metrics import metrics_registry
+
     running: list[Services] = []
     inner = server.lifespan
 

@@ -24,9 +24,8 @@ from typing import Any
 
 from exai_mcp.middleware.call import Call, Layer, Next
 from exai_mcp.middleware.limits import TrackedLimiter
-from exai_mcp.middleware.metrics import outcome_of
+from exai_mcp.middleware.metrics import LimitWaits, outcome_of
 from exai_mcp.observability.context import CallRecord, current_call
-from exai_mcp.observability.metrics import LimitWaits
 from exai_mcp.observability.tracing import NO_TRACING, Span, Tracing
 
 log = logging.getLogger("exai_mcp.calls")

@@ -3,10 +3,12 @@
     registry = metrics_registry(lambda: services)     # per server: never the global registry
     body, content_type = exposition(registry, accept_header)
 
-Nothing here counts anything itself. Calls, provider requests, retries and tokens are counted
-once where they happen (`exai_mcp.middleware.metrics`), and the limiters, breakers, cache,
-single-flight and health check keep their own state; `status` and `/metrics` read the same
-objects. The one histogram kept here, permit waits, is fed by `ObservePermitWait`.
+Nothing here counts anything itself. Calls, provider requests, retries, tokens and permit
+waits are counted once where they happen (`exai_mcp.middleware.metrics`), and the limiters,
+breakers, cache, single-flight and health check keep their own state; `status` and `/metrics`
+read the same objects. The histograms are plain bucket counts there, turned into the samples
+`prometheus_client.Histogram` would give (`_bucket`, `_count`, `_sum`, `_created`) here, so
+only a server that serves /metrics imports this module and `prometheus_client`.
 
 Label values are bounded: tools and limits are fixed names, providers come from the registry,
 models outside the model table are folded into `other`, outcomes and statuses are kinds.
@@ -17,7 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry
+from prometheus_client import metrics as prometheus_metrics
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -25,10 +28,17 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from exai_mcp import __version__
 from exai_mcp.middleware.breaker import BreakerState
-from exai_mcp.middleware.metrics import CALL_BUCKETS, OUTCOMES
+from exai_mcp.middleware.metrics import (
+    BUCKET_BOUNDS,
+    OUTCOMES,
+    Buckets,
+    LabeledBuckets,
+    LimitWaits,
+)
 from exai_mcp.providers.catalog import KNOWN_MODELS
 
 if TYPE_CHECKING:
@@ -40,22 +50,29 @@ TABLE_MODELS = frozenset(m.id for m in KNOWN_MODELS)
 OTHER_MODEL = "other"
 
 
-class LimitWaits:
-    """Seconds each acquisition waited for its permit, by limit (0 when one was free)."""
+def histogram(
+    name: str, documentation: str, series: Iterable[tuple[dict[str, str], Buckets]]
+) -> Metric:
+    """A histogram family with the samples `prometheus_client.Histogram` gives for the same
+    observations: cumulative `_bucket` per bound (`le`, +Inf last), `_count`, `_sum` and (unless
+    created series are disabled, as prometheus_client allows) `_created`."""
+    family = Metric(name, documentation, "histogram")
+    created = getattr(prometheus_metrics, "_use_created", True)
+    les = [floatToGoString(bound) for bound in BUCKET_BOUNDS]
+    for labels, buckets in series:
+        total = 0.0
+        for le, n in zip(les, buckets.counts, strict=True):
+            total += n
+            family.add_sample(f"{name}_bucket", {**labels, "le": le}, total)
+        family.add_sample(f"{name}_count", dict(labels), total)
+        family.add_sample(f"{name}_sum", dict(labels), buckets.sum)
+        if created:
+            family.add_sample(f"{name}_created", dict(labels), buckets.created)
+    return family
 
-    __slots__ = ("histogram",)
 
-    def __init__(self) -> None:
-        self.histogram = Histogram(
-            "exai_limit_wait_seconds",
-            "Time a provider attempt waited for a permit, by limit.",
-            ["limit"],
-            registry=None,
-            buckets=CALL_BUCKETS,
-        )
-
-    def observe(self, limit: str, seconds: float) -> None:
-        self.histogram.labels(limit).observe(seconds)
+def by_label(label: str, series: LabeledBuckets) -> list[tuple[dict[str, str], Buckets]]:
+    return [({label: value}, buckets) for value, buckets in list(series.series.items())]
 
 
 def model_label(model: str) -> str:
@@ -98,7 +115,11 @@ class ServerCollector(Collector):
             for outcome in OUTCOMES:
                 calls.add_metric([tool, outcome], stats.outcomes[tool, outcome])
         yield calls
-        yield from stats.durations.collect()
+        yield histogram(
+            "exai_tool_call_duration_seconds",
+            "Time from a tool call's arrival to its answer, by tool.",
+            by_label("tool", stats.durations),
+        )
         yield GaugeMetricFamily(
             "exai_inflight_calls", "Tool calls in the pipeline now.", value=stats.in_flight
         )
@@ -131,7 +152,11 @@ class ServerCollector(Collector):
             waiting.add_metric([limiter.name], limiter.waiting())
             oldest.add_metric([limiter.name], holders[0].age() if holders else 0.0)
         yield from (permits, in_use, waiting, oldest)
-        yield from services.pipeline.observability.limit_waits.histogram.collect()
+        yield histogram(
+            "exai_limit_wait_seconds",
+            "Time a provider attempt waited for a permit, by limit.",
+            by_label("limit", services.pipeline.observability.limit_waits.histogram),
+        )
 
     def _sharing(self, services: Services) -> Iterable[Metric]:
         pipeline = services.pipeline
@@ -171,11 +196,6 @@ class ServerCollector(Collector):
         breaker = GaugeMetricFamily(
             "exai_breaker_state", "0 closed, 1 half-open, 2 open.", labels=["provider"]
         )
-        durations = Metric(
-            "exai_provider_request_duration_seconds",
-            "Time of one provider request (one attempt), from holding its permits.",
-            "histogram",
-        )
         for name, stats in pool.stats.items():
             folded: dict[tuple[str, str], int] = {}
             for (model, status), n in stats.by_status.items():
@@ -188,11 +208,11 @@ class ServerCollector(Collector):
             for kind in ("input", "output"):
                 tokens.add_metric([name, kind], stats.tokens[kind])
             breaker.add_metric([name], BREAKER_VALUES[pool.breakers[name].state])
-            for family in stats.durations.collect():
-                for sample in family.samples:
-                    durations.add_sample(
-                        sample.name, {"provider": name, **sample.labels}, sample.value
-                    )
+        durations = histogram(
+            "exai_provider_request_duration_seconds",
+            "Time of one provider request (one attempt), from holding its permits.",
+            [({"provider": name}, stats.durations) for name, stats in pool.stats.items()],
+        )
         yield from (requests, retries, tokens, breaker, durations)
 
     def _health(self, services: Services) -> Iterable[Metric]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import openai
@@ -33,6 +33,9 @@ from exai_mcp.errors import (
 from exai_mcp.observability.tracing import outgoing_headers
 from exai_mcp.providers.base import ChatRequest, ChatResult, TokenCallback
 from exai_mcp.redact import Redactor
+
+if TYPE_CHECKING:
+    import ssl
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +56,10 @@ class OpenAICompatibleProvider:
         timeout_variable: str = "",
         max_inflight_variable: str = "",
         adjust_temperature: Callable[[float], float] = lambda t: t,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        """`ssl_context`: the TLS set-up to verify the provider with, shared by every provider of
+        one server (`create_providers`); without it the client builds its own."""
         self.name = name
         self.base_url = base_url.rstrip("/")
         self.key_variable = key_variable
@@ -62,7 +68,7 @@ class OpenAICompatibleProvider:
         self.max_inflight_variable = max_inflight_variable or f"EXAI_{name.upper()}_MAX_INFLIGHT"
         self._redactor = Redactor([api_key])
         self._adjust_temperature = adjust_temperature
-        self._client = _client_for(api_key, self.base_url)
+        self._client = _client_for(api_key, self.base_url, ssl_context)
 
     async def complete(
         self, request: ChatRequest, *, timeout: float, on_tokens: TokenCallback | None = None
@@ -284,7 +290,9 @@ class OpenAICompatibleProvider:
         )
 
 
-def _client_for(api_key: str, base_url: str) -> openai.AsyncOpenAI:
+def _client_for(
+    api_key: str, base_url: str, ssl_context: ssl.SSLContext | None = None
+) -> openai.AsyncOpenAI:
     """An SDK client that sends our key and nothing the SDK reads from `OPENAI_*` variables.
 
     AsyncOpenAI fills organization, project, admin key and webhook secret from OPENAI_ORG_ID,
@@ -292,8 +300,19 @@ def _client_for(api_key: str, base_url: str) -> openai.AsyncOpenAI:
     OPENAI_CUSTOM_HEADERS (whose Authorization even replaces ours). No constructor value turns
     that off (None means "read the variable", "" sends an empty header), so it is undone here.
     OPENAI_BASE_URL and OPENAI_API_KEY are only read when base_url / api_key are None.
+
+    With `ssl_context`, the HTTP client is the SDK's default one (its timeout, connection
+    limits and redirects; a connection pool of its own) verifying with that context instead of
+    loading the CA bundle again: each load costs about 0.8 MiB of resident memory.
     """
-    client = openai.AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0)
+    http_client = (
+        None
+        if ssl_context is None
+        else openai.DefaultAsyncHttpxClient(base_url=base_url, verify=ssl_context)
+    )
+    client = openai.AsyncOpenAI(
+        api_key=api_key, base_url=base_url, max_retries=0, http_client=http_client
+    )
     client.organization = client.project = None  # None: the header is omitted
     client.admin_api_key = client.webhook_secret = None
     client._custom_headers = {}  # what OPENAI_CUSTOM_HEADERS added (no public way to drop it)

@@ -19,10 +19,14 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
+from httpx2 import create_ssl_context
+
 from exai_mcp.providers.glm import clamp_temperature
 from exai_mcp.providers.openai_compat import OpenAICompatibleProvider
 
 if TYPE_CHECKING:
+    import ssl
+
     from exai_mcp.config import Settings
     from exai_mcp.providers.base import Provider
 
@@ -101,9 +105,17 @@ def describe_all_key_variables() -> str:
 
 
 def create_provider(
-    spec: ProviderSpec, *, api_key: str, base_url: str, key_variable: str | None = None
+    spec: ProviderSpec,
+    *,
+    api_key: str,
+    base_url: str,
+    key_variable: str | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> OpenAICompatibleProvider:
-    """One provider client; `key_variable` is where the key came from, named in auth errors."""
+    """One provider client; `key_variable` is where the key came from, named in auth errors.
+
+    `ssl_context`: TLS verification shared with other providers (else the client loads its own).
+    """
     return OpenAICompatibleProvider(
         name=spec.name,
         api_key=api_key,
@@ -113,22 +125,29 @@ def create_provider(
         timeout_variable=spec.timeout_variable,
         max_inflight_variable=spec.max_inflight_variable,
         adjust_temperature=spec.adjust_temperature,
+        ssl_context=ssl_context,
     )
 
 
 def create_providers(settings: Settings) -> dict[str, Provider]:
     """A client for each configured provider, by name, in `model=auto` preference order.
 
-    Each names in its auth errors the variable its key actually came from.
+    Each names in its auth errors the variable its key actually came from. They verify TLS
+    with one SSL context, built as the SDK builds its own (httpx2's defaults: SSL_CERT_FILE /
+    SSL_CERT_DIR, else the system's CA bundle), so the CA bundle is loaded once, not per provider.
+    Each keeps its own HTTP client: connection pool, limits, key, base URL and headers.
     """
+    configured_providers = settings.configured_providers()
+    shared_tls = create_ssl_context() if configured_providers else None
     providers: dict[str, Provider] = {}
-    for configured in settings.configured_providers():
+    for configured in configured_providers:
         assert configured.api_key is not None  # configured means it has a key
         providers[configured.spec.name] = create_provider(
             configured.spec,
             api_key=configured.api_key.get_secret_value(),
             base_url=configured.base_url,
             key_variable=configured.key_variable,
+            ssl_context=shared_tls,
         )
     return providers
 
