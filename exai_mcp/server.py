@@ -160,7 +160,7 @@ def build_services(settings: Settings, task_group: TaskGroup, store: ThreadStore
         files=files,
         store=store,
         # Deferred unless threads live in Redis, where a follow-up may reach another server.
-        writes=PendingWrites(task_group, defer=shared is None),
+        writes=PendingWrites(store, task_group, defer=shared is None),
         pipeline=pipeline,
         health=HealthMonitor(
             lambda: [global_limit, *pool.limits.values(), *client_limits.clients().values()],

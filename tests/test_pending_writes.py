@@ -17,7 +17,7 @@ from fake_provider import FakeProvider
 
 from exai_mcp.errors import ThreadError
 from exai_mcp.store.pending import PendingWrites
-from exai_mcp.store.threads import ThreadStore
+from exai_mcp.store.threads import MEMORY, NewThread, ThreadEditor, ThreadStore
 from tests.conftest import in_process_client, settings_for
 
 WAIT = 5.0  # every wait in these tests is bounded by this
@@ -89,43 +89,43 @@ async def test_a_stopping_server_keeps_every_thread_it_named(
 
 
 async def test_a_thread_whose_write_failed_is_named_as_unsaved_and_others_are_kept() -> None:
-    written: list[str] = []
+    def first_step(editor: ThreadEditor) -> object:
+        return editor.append("analyze", {"digest": editor.thread.id})
 
-    def write(name: str, *, fails: bool = False) -> Any:
-        def run() -> None:
-            if fails:
-                raise sqlite3.OperationalError("disk I/O error")
-            written.append(name)
+    def refused(editor: ThreadEditor) -> object:
+        raise sqlite3.OperationalError("disk I/O error")
 
-        return run
-
-    async with anyio.create_task_group() as tg:
-        writes = PendingWrites(tg, defer=True, flush_delay=60.0)  # written on demand only
-        await writes.write_new("a", write("a"))
-        await writes.write_new("b", write("b", fails=True))
-        await writes.write_new("c", write("c"))
-        with anyio.fail_after(WAIT):
-            await writes.settled("c")  # at once, not after the delay
-            with pytest.raises(ThreadError, match=r"'b' names a thread .* \(disk I/O error\)"):
-                await writes.settled("b")
-            await writes.settled("a")
-        assert written == ["a", "c"]  # in order, each in its own transaction
-        await writes.write_new("d", write("d"))
-        with anyio.fail_after(WAIT):
-            await writes.drain()
-        assert written == ["a", "c", "d"]
+    with ThreadStore(MEMORY) as store:
+        async with anyio.create_task_group() as tg:
+            writes = PendingWrites(store, tg, defer=True, flush_delay=60.0)  # on demand only
+            for thread_id, change in (("a", first_step), ("b", refused), ("c", first_step)):
+                await writes.write_new(NewThread(thread_id, "analyze", None, change))
+            with anyio.fail_after(WAIT):
+                await writes.settled("c")  # at once, not after the delay
+                with pytest.raises(ThreadError, match=r"'b' names a thread .*disk I/O error"):
+                    await writes.settled("b")
+                await writes.settled("a")
+            assert [store.get(t).steps[0].payload["digest"] for t in "ac"] == ["a", "c"]
+            with pytest.raises(ThreadError, match="unknown"):
+                store.get("b")  # nothing of it was kept
+            await writes.write_new(NewThread("d", "analyze", None, first_step))
+            with anyio.fail_after(WAIT):
+                await writes.drain()
+            assert store.get("d").steps[0].payload["digest"] == "d"
 
 
 async def test_without_deferral_a_new_thread_is_written_before_the_reply() -> None:
     # Servers sharing Redis: a follow-up may reach another server the moment the reply is out.
-    written: list[str] = []
+    def first_step(editor: ThreadEditor) -> object:
+        return editor.append("analyze", {"digest": "first"})
 
-    def fails() -> None:
+    def refused(editor: ThreadEditor) -> object:
         raise sqlite3.OperationalError("disk I/O error")
 
-    async with anyio.create_task_group() as tg:
-        writes = PendingWrites(tg, defer=False)
-        await writes.write_new("a", lambda: written.append("a"))
-        assert written == ["a"]
-        with pytest.raises(sqlite3.OperationalError):  # the caller's error, as before
-            await writes.write_new("b", fails)
+    with ThreadStore(MEMORY) as store:
+        async with anyio.create_task_group() as tg:
+            writes = PendingWrites(store, tg, defer=False)
+            await writes.write_new(NewThread("a", "analyze", None, first_step))
+            assert store.get("a").steps[0].payload["digest"] == "first"
+            with pytest.raises(sqlite3.OperationalError):  # the caller's error, as before
+                await writes.write_new(NewThread("b", "analyze", None, refused))

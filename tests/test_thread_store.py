@@ -16,7 +16,7 @@ from exai_mcp.errors import InputError, ThreadError
 from exai_mcp.shared.threads import RedisThreadStore
 from exai_mcp.store import SCHEMA_VERSION, Step, Thread, ThreadStore, default_db_path
 from exai_mcp.store.maintenance import run_maintenance
-from exai_mcp.store.threads import ThreadEditor
+from exai_mcp.store.threads import NewThread, ThreadEditor, new_thread_id
 from tests.redis_server import RedisServer
 
 
@@ -527,6 +527,33 @@ def test_create_and_edit_whose_change_raises_leaves_no_thread(store: ThreadStore
         store.create_and_edit("workflow", "debug", change)
     assert count_rows(store, "threads") == 0
     assert count_rows(store, "steps") == 0
+
+
+def test_create_all_keeps_each_thread_that_succeeds_and_none_of_one_that_fails(
+    store: ThreadStore,
+) -> None:
+    def first_step(editor: ThreadEditor) -> object:
+        return editor.record(1, "analyze", {"n": editor.thread.id})
+
+    def wrong(editor: ThreadEditor) -> None:
+        editor.record(1, "analyze", {"n": "b"})
+        raise InputError("step 1 was wrong after all")
+
+    ids = [new_thread_id() for _ in range(3)]
+    outcomes = store.create_all(
+        [
+            NewThread(ids[0], "analyze", None, first_step),
+            NewThread(ids[1], "analyze", None, wrong),
+            NewThread(ids[2], "workflow", "debug", first_step),
+        ]
+    )
+    assert [type(o).__name__ for o in outcomes] == ["NoneType", "InputError", "NoneType"]
+    assert store.get(ids[0]).steps[0].payload == {"n": ids[0]}
+    assert store.get(ids[2]).kind == "debug"
+    with pytest.raises(ThreadError, match="unknown"):
+        store.get(ids[1])
+    assert count_rows(store, "threads") == 2
+    assert count_rows(store, "steps") == 2
 
 
 def test_editing_an_expired_thread_deletes_it_for_good_without_calling_change(

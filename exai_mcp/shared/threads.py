@@ -27,7 +27,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any, TypeVar
 
@@ -40,6 +40,7 @@ from exai_mcp.errors import BusyError, ThreadError
 from exai_mcp.redact import redact_url
 from exai_mcp.store.threads import (
     Maintenance,
+    NewThread,
     Step,
     Thread,
     ThreadEditor,
@@ -151,6 +152,18 @@ class RedisThreadStore(ThreadStore):
 
     def create(self, tool: str, kind: str | None) -> Thread:
         return self.create_and_edit(tool, kind, _snapshot)
+
+    def create_all(self, threads: Sequence[NewThread]) -> list[Exception | None]:
+        """One by one: each thread is one key, written in its own transaction."""
+        outcomes: list[Exception | None] = []
+        for new in threads:
+            try:
+                self.create_and_edit(new.tool, new.kind, new.change, thread_id=new.thread_id)
+            except Exception as exc:
+                outcomes.append(exc)
+            else:
+                outcomes.append(None)
+        return outcomes
 
     def purge_expired(self) -> int:
         return 0  # Redis expires the keys itself

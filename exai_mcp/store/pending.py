@@ -1,25 +1,25 @@
 """New threads written after the reply: the caller gets its thread id at once, the write follows.
 
-    writes = PendingWrites(task_group, defer=True)
+    writes = PendingWrites(store, task_group, defer=True)
     thread_id = new_thread_id()
-    await writes.write_new(thread_id, lambda: store.create_and_edit(..., thread_id=thread_id))
+    await writes.write_new(NewThread(thread_id, "analyze", None, first_step))
     ...                               # reply with thread_id: the write follows
     await writes.settled(thread_id)   # before anything reads or edits that thread
     await writes.drain()              # at shutdown, before the store closes
 
 Why: a caller without a continuation_id gets a thread of its own, even when its answer came
 from the cache. Writing it in a worker thread cost most of a cache hit's time, and mostly in
-the hop to the worker and back, not in SQLite. The reply needs only the id, which is chosen
-before the write, so the reply goes out first, and the writes queued within `FLUSH_DELAY` of
-each other go to the worker together: one hop for a batch instead of one for every call.
+the worker thread and back, not in SQLite. The reply needs only the id, which is chosen
+before the write, so the reply goes out first, and the threads queued within `FLUSH_DELAY` of
+each other are written together: one hop and one transaction for a batch, not one each.
 
 What keeps that safe:
 - in this server, every read or edit of a thread by id waits for that thread's pending write
   (`settled`), which writes the batch at once instead of after the delay, so a follow-up
   never misses the thread it continues;
-- each write is still its own transaction, so one that fails loses only its own thread: it is
-  logged, and a call that later names its id is told that the thread was not saved, and why,
-  instead of "unknown thread";
+- each thread has a savepoint of its own in the batch's transaction, so one that fails loses
+  only itself: it is logged, and a call that later names its id is told that the thread was
+  not saved, and why, instead of "unknown thread";
 - one batch at a time, in a worker thread of its own, so a burst of writes never takes the
   worker threads the stdio transport reads and writes with;
 - `drain` runs before the store closes, so a server that stops (stdin closed, SIGTERM) keeps
@@ -36,19 +36,17 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
 
 import anyio
 from anyio.abc import TaskGroup
 
 from exai_mcp.errors import ThreadError
+from exai_mcp.store.threads import NewThread, ThreadStore
 
 log = logging.getLogger("exai_mcp.store")
 
 FLUSH_DELAY = 0.02  # seconds a queued write waits for others to share its worker-thread hop
 MAX_FAILURES_KEPT = 256  # thread ids whose write failed, remembered for a clear error later
-
-Write = Callable[[], object]
 
 
 class PendingWrites:
@@ -62,34 +60,45 @@ class PendingWrites:
         "_hurry",
         "_pending",
         "_queue",
+        "_store",
         "_task_group",
         "_worker",
     )
 
     def __init__(
-        self, task_group: TaskGroup, *, defer: bool, flush_delay: float = FLUSH_DELAY
+        self,
+        store: ThreadStore,
+        task_group: TaskGroup,
+        *,
+        defer: bool,
+        flush_delay: float = FLUSH_DELAY,
     ) -> None:
+        self._store = store
         self._task_group = task_group
         self._defer = defer
         self._delay = flush_delay
         self._worker = anyio.CapacityLimiter(1)
-        self._queue: list[tuple[str, Write]] = []
+        self._queue: list[NewThread] = []
         self._pending: dict[str, anyio.Event] = {}  # queued or being written, by thread id
         self._failed: OrderedDict[str, str] = OrderedDict()
         self._hurry = anyio.Event()  # set: write what is queued now, without the delay
         self._flushing = False
 
-    async def write_new(self, thread_id: str, write: Write) -> None:
-        """Create thread `thread_id` with `write` (blocking): queued to run after the reply,
-        or, when other servers answer from this store, now (its errors are then the caller's).
+    async def write_new(self, new: NewThread) -> None:
+        """Create `new`: queued to be written after the reply, or, when other servers answer
+        from this store, now (its errors are then the caller's, as with `create_and_edit`).
         """
         if not self._defer:
-            await anyio.to_thread.run_sync(write)
+            await anyio.to_thread.run_sync(
+                lambda: self._store.create_and_edit(
+                    new.tool, new.kind, new.change, thread_id=new.thread_id
+                )
+            )
             return
-        if thread_id in self._pending:
-            raise ValueError(f"thread {thread_id} already has a pending write")
-        self._pending[thread_id] = anyio.Event()
-        self._queue.append((thread_id, write))
+        if new.thread_id in self._pending:
+            raise ValueError(f"thread {new.thread_id} already has a pending write")
+        self._pending[new.thread_id] = anyio.Event()
+        self._queue.append(new)
         if not self._flushing:
             self._flushing = True
             self._task_group.start_soon(self._flush)
@@ -104,15 +113,24 @@ class PendingWrites:
                         await self._hurry.wait()
                     self._hurry = anyio.Event()
                     batch, self._queue = self._queue, []
-                    failures = await anyio.to_thread.run_sync(
-                        _write_each, batch, limiter=self._worker
-                    )
-                    for (thread_id, _write), failure in zip(batch, failures, strict=True):
+                    failures = await self._write(batch)
+                    for new, failure in zip(batch, failures, strict=True):
                         if failure is not None:
-                            self._remember_failure(thread_id, failure)
-                        self._pending.pop(thread_id).set()
+                            self._remember_failure(new.thread_id, failure)
+                        self._pending.pop(new.thread_id).set()
             finally:
                 self._flushing = False
+
+    async def _write(self, batch: list[NewThread]) -> list[str | None]:
+        """Why each thread of `batch` was not written, or None: the batch's transaction
+        failing fails them all."""
+        try:
+            outcomes = await anyio.to_thread.run_sync(
+                self._store.create_all, batch, limiter=self._worker
+            )
+        except Exception as exc:
+            return [_reason(exc)] * len(batch)
+        return [None if exc is None else _reason(exc) for exc in outcomes]
 
     def _remember_failure(self, thread_id: str, reason: str) -> None:
         log.error("thread %s was not saved: %s", thread_id, reason)
@@ -140,17 +158,8 @@ class PendingWrites:
             await next(iter(self._pending.values())).wait()
 
 
-def _write_each(batch: list[tuple[str, Write]]) -> list[str | None]:
-    """Run each write (in a worker thread); why each one failed, or None."""
-    failures: list[str | None] = []
-    for _thread_id, write in batch:
-        try:
-            write()
-        except Exception as exc:
-            failures.append(str(exc) or type(exc).__name__)
-        else:
-            failures.append(None)
-    return failures
+def _reason(exc: Exception) -> str:
+    return str(exc) or type(exc).__name__
 
 
 __all__ = ["FLUSH_DELAY", "PendingWrites"]

@@ -48,7 +48,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -147,6 +147,16 @@ def new_thread_id() -> str:
 def default_db_path() -> Path:
     """Where threads live unless EXAI_STATE_DB says otherwise: the per-user data directory."""
     return platformdirs.user_data_path("exai-mcp") / "threads.sqlite3"
+
+
+@dataclass(frozen=True, slots=True)
+class NewThread:
+    """A thread to create and its first writes: what `create_and_edit` takes, id included."""
+
+    thread_id: str
+    tool: str
+    kind: str | None
+    change: Callable[[ThreadEditor], object]
 
 
 @dataclass(frozen=True)
@@ -408,6 +418,34 @@ class ThreadStore:
         new_id = thread_id or new_thread_id()
         return self._transact(lambda now: self._insert(new_id, tool, kind, now), change)
 
+    def create_all(self, threads: Sequence[NewThread]) -> list[Exception | None]:
+        """Create each thread as `create_and_edit` would, all in one write transaction: one
+        commit for a batch of new threads (store/pending.py writes them so).
+
+        Each has a savepoint of its own: one whose `change` fails leaves nothing behind, the
+        others are kept, and the result says which failed and why. A failure of the
+        transaction itself (another process holding the lock too long) raises.
+        """
+        outcomes: list[Exception | None] = []
+        with self._writing() as conn:
+            self._local.editing = True
+            try:
+                for new in threads:
+                    conn.execute("SAVEPOINT new_thread")
+                    try:
+                        now = self._clock()
+                        thread = self._insert(new.thread_id, new.tool, new.kind, now)
+                        self._change(thread, now, new.change)
+                    except Exception as exc:
+                        conn.execute("ROLLBACK TO new_thread")
+                        outcomes.append(exc)
+                    else:
+                        outcomes.append(None)
+                    conn.execute("RELEASE new_thread")
+            finally:
+                self._local.editing = False
+        return outcomes
+
     def create(self, tool: str, kind: str | None) -> Thread:
         """Start a new empty thread."""
         return self.create_and_edit(tool, kind, _snapshot)
@@ -540,15 +578,8 @@ class ThreadStore:
                     # stick: the next call should say "unknown", not "expired" again.
                     self._conn.execute("COMMIT")
                     raise
-                editor = ThreadEditor(self, thread, now)
-                try:
-                    result = change(editor)
-                    if editor._broken is not None:
-                        # `change` swallowed a write that failed half-way: keep none of it.
-                        raise editor._broken
-                    self._conn.execute("COMMIT")
-                finally:
-                    editor._closed = True
+                result = self._change(thread, now, change)
+                self._conn.execute("COMMIT")
                 return result
             except sqlite3.OperationalError as exc:
                 self._rollback()
@@ -559,6 +590,18 @@ class ThreadStore:
                 raise
             finally:
                 self._local.editing = False
+
+    def _change(self, thread: Thread, now: float, change: Callable[[ThreadEditor], T]) -> T:
+        """`change` through an editor of `thread`, inside the transaction the caller holds."""
+        editor = ThreadEditor(self, thread, now)
+        try:
+            result = change(editor)
+            if editor._broken is not None:
+                # `change` swallowed a write that failed half-way: keep none of it.
+                raise editor._broken
+            return result
+        finally:
+            editor._closed = True
 
     @contextmanager
     def _writing(self) -> Iterator[sqlite3.Connection]:

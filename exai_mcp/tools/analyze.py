@@ -11,7 +11,7 @@ from pydantic import Field, model_validator
 
 from exai_mcp.middleware.call import Answer, ExpertRequest, Plan, call_key
 from exai_mcp.services import Services
-from exai_mcp.store.threads import Thread, ThreadEditor, new_thread_id
+from exai_mcp.store.threads import NewThread, Thread, ThreadEditor, new_thread_id
 from exai_mcp.tools.base import AnswerOutput, ToolInput, ToolSpec, Usage
 from exai_mcp.tools.history import load_thread, render_history, revision
 
@@ -195,12 +195,7 @@ async def _record(
 
     if thread is None:  # a new thread: the reply need not wait for its write
         thread_id = new_thread_id()
-        await services.writes.write_new(
-            thread_id,
-            lambda: services.store.create_and_edit(
-                TOOL_NAME, None, append_once, thread_id=thread_id
-            ),
-        )
+        await services.writes.write_new(NewThread(thread_id, TOOL_NAME, None, append_once))
         return thread_id
     return await anyio.to_thread.run_sync(services.store.edit, thread.id, append_once)
 

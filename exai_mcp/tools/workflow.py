@@ -29,6 +29,7 @@ import logging
 import re
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import anyio
@@ -38,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from exai_mcp.errors import BusyError, InputError, ThreadError
 from exai_mcp.middleware.call import Answer, ExpertRequest, Plan
 from exai_mcp.services import Services
-from exai_mcp.store.threads import Step, Thread, ThreadEditor, new_thread_id
+from exai_mcp.store.threads import NewThread, Step, Thread, ThreadEditor, new_thread_id
 from exai_mcp.tools.base import (
     AnswerOutput,
     ToolInput,
@@ -502,7 +503,7 @@ async def plan(args: WorkflowInput, services: Services) -> Plan[WorkflowOutput]:
         if draft:  # a new thread: the reply need not wait for its write
             thread_id = new_thread_id()
             await services.writes.write_new(
-                thread_id, lambda: _create_with_verdict(services, args, verdict, thread_id)
+                NewThread(thread_id, TOOL_NAME, args.kind, _first_step_with(verdict))
             )
         else:
             thread_id = thread.id
@@ -558,13 +559,9 @@ def _draft_thread(payload: dict[str, Any]) -> Thread:
     )
 
 
-def _create_with_verdict(
-    services: Services, args: WorkflowInput, verdict: dict[str, Any], thread_id: str
-) -> None:
-    def record(editor: ThreadEditor) -> None:
-        editor.record(1, TOOL_NAME, verdict)
-
-    services.store.create_and_edit(TOOL_NAME, args.kind, record, thread_id=thread_id)
+def _first_step_with(verdict: dict[str, Any]) -> Callable[[ThreadEditor], object]:
+    """A one-step investigation's thread, written once its verdict is in."""
+    return lambda editor: editor.record(1, TOOL_NAME, verdict)
 
 
 async def _ready(output: WorkflowOutput) -> WorkflowOutput:
