@@ -32,6 +32,8 @@ NOT_LOADED_WHEN_SERVING_STDIO = (
     "exai_mcp.observability.metrics",
     "tenacity",  # retries are a plain loop (exai_mcp.middleware.retry)
     "exai_mcp.doctor",  # `exai-mcp doctor` only
+    "opentelemetry.sdk",  # only with OTEL_EXPORTER_OTLP_ENDPOINT
+    "redis",  # only with EXAI_REDIS_URL
 )
 """Modules a stdio server answering `analyze` and `status` must never import."""
 
