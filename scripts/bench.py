@@ -1,6 +1,6 @@
 """Benchmark: the real exai-mcp server over stdio against the bundled fake provider.
 
-    uv run scripts/bench.py            # a table with targets and PASS/MISS (about 30 s)
+    uv run scripts/bench.py            # a table with targets and PASS/MISS (under 2 minutes)
     uv run scripts/bench.py --json     # the same figures, and every sample, as JSON
     uv run scripts/bench.py --strict   # exit status 3 when a target is missed
 
