@@ -8,8 +8,8 @@
     await writes.drain()              # at shutdown, before the store closes
 
 Why: a caller without a continuation_id gets a thread of its own, even when its answer came
-from the cache. Writing it in a worker thread cost most of a cache hit's time, and mostly in
-the worker thread and back, not in SQLite. The reply needs only the id, which is chosen
+from the cache. Writing it in a worker thread before the reply cost most of a cache hit's
+time, mostly in the hop to the worker thread and back, not in SQLite. The reply needs only the id, which is chosen
 before the write, so the reply goes out first, and the threads queued within `FLUSH_DELAY` of
 each other are written together: one hop and one transaction for a batch, not one each.
 
@@ -45,7 +45,7 @@ from exai_mcp.store.threads import NewThread, ThreadStore
 
 log = logging.getLogger("exai_mcp.store")
 
-FLUSH_DELAY = 0.02  # seconds a queued write waits for others to share its worker-thread hop
+FLUSH_DELAY = 0.02  # seconds a queued thread waits for others to share its hop and transaction
 MAX_FAILURES_KEPT = 256  # thread ids whose write failed, remembered for a clear error later
 
 
