@@ -2,7 +2,8 @@
 
 No other module reads the environment: everything below is built once at start-up and passed
 down. Settings come from real environment variables first, then from an optional `.env` file
-(`EXAI_ENV_FILE` names it; default `.env` in the working directory).
+(`EXAI_ENV_FILE` names it; default `.env` in the working directory). Variable names match in any
+case, and an empty value counts as unset.
 
     settings = load_settings()                 # ConfigError names each bad variable
     kimi = settings.provider("kimi")           # ProviderSettings: key, key_variable, base_url...
@@ -22,22 +23,21 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
-from pydantic.fields import FieldInfo
-from pydantic_settings import (
-    BaseSettings,
-    EnvSettingsSource,
-    NoDecode,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    SettingsError,
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
 )
 
 from exai_mcp.errors import ConfigError
@@ -57,16 +57,13 @@ def _env(*names: str) -> AliasChoices:
     return AliasChoices(*names)
 
 
-class Settings(BaseSettings):
-    """Every variable exai-mcp reads. Field aliases are the variable names users set."""
+class Settings(BaseModel):
+    """Every variable exai-mcp reads. Field aliases are the variable names users set.
 
-    model_config = SettingsConfigDict(
-        env_ignore_empty=True,
-        env_file_encoding="utf-8",
-        extra="ignore",
-        populate_by_name=True,
-        frozen=True,
-    )
+    `Settings.from_environment()` reads them; `Settings(field=value)` builds settings in code.
+    """
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
 
     log_level: str = Field("INFO", validation_alias=_env("EXAI_LOG_LEVEL"))
     log_format: str = Field(
@@ -108,11 +105,9 @@ class Settings(BaseSettings):
         GLM.max_inflight_default, ge=1, le=1000, validation_alias=_env(GLM.max_inflight_variable)
     )
     glm_timeout: float | None = Field(None, validation_alias=_env(GLM.timeout_variable))
-    # Filled by _KeyOrigins, the first source, which overrides anything else (NoDecode: a
-    # stray KEY_ORIGINS variable cannot break parsing).
-    key_origins: Annotated[dict[str, str], NoDecode] = Field(
-        default_factory=dict, repr=False, exclude=True
-    )
+    # Which variable each provider's key came from, filled by from_environment (no variable
+    # sets it: a stray KEY_ORIGINS changes nothing).
+    key_origins: dict[str, str] = Field(default_factory=dict, repr=False, exclude=True)
 
     default_model: str = Field("auto", validation_alias=_env("EXAI_DEFAULT_MODEL"))
 
@@ -162,9 +157,7 @@ class Settings(BaseSettings):
     max_output_tokens: int = Field(20_000, ge=100, validation_alias=_env("EXAI_MAX_OUTPUT_TOKENS"))
 
     max_file_bytes: int = Field(1 << 20, ge=1, validation_alias=_env("EXAI_MAX_FILE_BYTES"))
-    allowed_roots: Annotated[tuple[str, ...], NoDecode] = Field(
-        (), validation_alias=_env("EXAI_ALLOWED_ROOTS")
-    )
+    allowed_roots: tuple[str, ...] = Field((), validation_alias=_env("EXAI_ALLOWED_ROOTS"))
     state_db: str | None = Field(None, validation_alias=_env("EXAI_STATE_DB"))
     thread_ttl_hours: float = Field(24, gt=0, validation_alias=_env("EXAI_THREAD_TTL_HOURS"))
     max_thread_turns: int = Field(50, ge=2, validation_alias=_env("EXAI_MAX_THREAD_TURNS"))
@@ -246,16 +239,25 @@ class Settings(BaseSettings):
     glm_tpm: int | None = Field(None, ge=1, validation_alias=_env("EXAI_GLM_TPM"))
 
     @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        origins = _KeyOrigins(settings_cls, env_settings, dotenv_settings)
-        return origins, init_settings, env_settings, dotenv_settings, file_secret_settings
+    def from_environment(
+        cls, environ: Mapping[str, str] | None = None, env_file: str | Path | None = None
+    ) -> Settings:
+        """Settings from `environ` (default: this process's environment), then from `env_file`
+        when it exists; pydantic's ValidationError names each bad variable.
+
+        Each setting takes the first of its variables set in the environment, else the first
+        set in the file, so a key set in the environment under any of its names wins over the
+        file. Which variable gave each provider its key is kept for error messages.
+        """
+        sources: list[Mapping[str, str | None]] = [os.environ if environ is None else environ]
+        if env_file is not None and Path(env_file).is_file():
+            sources.append(_read_env_file(env_file))
+        values, variables = _pick_variables(sources)
+        origins = {
+            spec.name: variables.get(f"{spec.name}_api_key", spec.key_variable)
+            for spec in PROVIDERS
+        }
+        return cls.model_validate({**values, "key_origins": origins})
 
     @field_validator("log_level")
     @classmethod
@@ -405,32 +407,36 @@ def _check_provider_fields() -> None:
 _check_provider_fields()
 
 
-class _KeyOrigins(PydanticBaseSettingsSource):
-    """Which variable each provider's key came from, by the rule the key itself is read with:
-    the first of its key variables set in the environment, else the first set in the .env file;
-    the documented one when none is."""
+def _read_env_file(path: str | Path) -> Mapping[str, str | None]:
+    # Imported here: most servers run without a .env file.
+    from dotenv import dotenv_values
 
-    def __init__(
-        self,
-        settings_cls: type[BaseSettings],
-        env: PydanticBaseSettingsSource,
-        dotenv: PydanticBaseSettingsSource,
-    ) -> None:
-        super().__init__(settings_cls)
-        self._sources = [s for s in (env, dotenv) if isinstance(s, EnvSettingsSource)]
+    try:
+        return dotenv_values(path, encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"the .env file {path} cannot be read: {exc}") from None
 
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False  # unused: __call__ answers for the one field it fills
 
-    def __call__(self) -> dict[str, Any]:
-        return {"key_origins": {spec.name: self._origin(spec) for spec in PROVIDERS}}
-
-    def _origin(self, spec: ProviderSpec) -> str:
-        for source in self._sources:  # the environment first, then the .env file
-            for variable in spec.key_variables:
-                if source.env_vars.get(variable if source.case_sensitive else variable.lower()):
-                    return variable
-        return spec.key_variable
+def _pick_variables(
+    sources: Sequence[Mapping[str, str | None]],
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The raw value of each field's variable, keyed by that variable, and which variable each
+    field was read from. Sources in order of precedence; names in any case; empty is unset."""
+    folded = [{name.upper(): value for name, value in s.items() if value} for s in sources]
+    values: dict[str, str] = {}
+    variables: dict[str, str] = {}
+    for field_name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        if not isinstance(alias, AliasChoices):
+            continue
+        names = [str(choice) for choice in alias.choices]
+        for source in folded:
+            variable = next((name for name in names if name in source), None)
+            if variable is not None:
+                values[variable] = source[variable]
+                variables[field_name] = variable
+                break
+    return values, variables
 
 
 _PLACEHOLDER_SHAPE = re.compile(
@@ -640,11 +646,9 @@ def load_settings(env_file: str | None = None, *, check_timeouts: bool = True) -
     if env_file and not Path(env_file).is_file():
         raise ConfigError(f"EXAI_ENV_FILE={env_file} does not name a readable file")
     try:
-        settings = Settings(_env_file=env_file or ".env")  # type: ignore[call-arg]
+        settings = Settings.from_environment(env_file=env_file or ".env")
     except ValidationError as exc:
         raise ConfigError("invalid settings:\n" + _describe_validation(exc)) from None
-    except SettingsError as exc:  # a value the settings sources cannot even parse
-        raise ConfigError(f"invalid settings: {exc}") from None
     problems = settings.timeouts().problems() if check_timeouts else []
     if problems:
         raise ConfigError("invalid timeout hierarchy:\n" + "\n".join(f"  - {p}" for p in problems))

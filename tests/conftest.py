@@ -95,13 +95,7 @@ def settings_for_two(
 def settings_for(fake: FakeProvider | None, tmp_path: Path, **extra: Any) -> Settings:
     """Settings as the server would read them from its environment."""
     env = provider_env(fake, tmp_path, **extra) if fake else {"EXAI_STATE_DB": ":memory:", **extra}
-    mp = pytest.MonkeyPatch()
-    try:
-        for key, value in env.items():
-            mp.setenv(key, str(value))
-        return Settings()
-    finally:
-        mp.undo()
+    return Settings.from_environment({**os.environ, **{k: str(v) for k, v in env.items()}})
 
 
 @asynccontextmanager

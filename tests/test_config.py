@@ -258,3 +258,16 @@ def test_a_filesystem_root_as_working_directory_is_not_a_default_root(
 ) -> None:
     monkeypatch.chdir("/")  # where GUI clients often start their servers
     assert load_settings().effective_roots() == (Path.home().resolve(),)
+
+
+def test_variable_names_match_in_any_case(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / ".env").write_text("exai_max_attempts=4\n")
+    monkeypatch.setenv("Exai_Max_Inflight", "5")
+    settings = load_settings()
+    assert (settings.max_attempts, settings.max_inflight) == (4, 5)
+
+
+def test_an_unreadable_env_file_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_bytes(b"KIMI_API_KEY=\xff\xfe not utf-8\n")
+    with pytest.raises(ConfigError, match=r"the \.env file \.env cannot be read"):
+        load_settings()
