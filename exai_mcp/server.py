@@ -56,7 +56,7 @@ from exai_mcp.store.maintenance import run_maintenance
 from exai_mcp.store.pending import PendingWrites
 from exai_mcp.store.threads import ThreadStore, default_db_path
 from exai_mcp.tools import analyze, status, workflow
-from exai_mcp.tools.base import AnswerOutput, ToolSpec
+from exai_mcp.tools.base import AnswerOutput, ToolSpec, tool_schema
 
 log = logging.getLogger("exai_mcp")
 
@@ -176,8 +176,8 @@ def tool_definition(spec: ToolSpec) -> Tool:
         name=spec.name,
         title=spec.title,
         description=spec.description,
-        input_schema=spec.input_model.model_json_schema(),
-        output_schema=spec.output_model.model_json_schema(),
+        input_schema=tool_schema(spec.input_model),
+        output_schema=tool_schema(spec.output_model),
         annotations=spec.annotations,
     )
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from mcp import Client
+from pydantic import BaseModel, Field
 
+from exai_mcp.tools.base import tool_schema
 from exai_mcp.tools.workflow_kinds import KIND_NAMES
 from tests.conftest import stdio_params
 
@@ -34,3 +37,43 @@ async def test_tools_list_over_stdio_is_small_annotated_and_says_when_to_use_eac
     assert tools["analyze"].annotations.open_world_hint is True
     assert all(t.output_schema for t in tools.values())
     assert instructions and "workflow" in instructions and "analyze" in instructions
+
+
+async def test_every_listed_schema_is_self_contained(tmp_path: Path) -> None:
+    """Clients such as VS Code Copilot, Claude Desktop and the Inspector's form drop `$defs` or
+    cannot resolve `$ref`: a schema that relies on them breaks the fields it points at."""
+    async with Client(stdio_params({"EXAI_STATE_DB": str(tmp_path / "s.db")})) as client:
+        listed = await client.list_tools()
+    for tool in listed.tools:
+        for schema in (tool.input_schema, tool.output_schema):
+            wire = json.dumps(schema)
+            assert "$ref" not in wire and "$defs" not in wire, (tool.name, wire[:200])
+    workflow = next(t for t in listed.tools if t.name == "workflow")
+    issue = workflow.input_schema["properties"]["issues_found"]["items"]
+    assert {"severity", "description"} <= set(issue["properties"])
+
+
+class Point(BaseModel):
+    x: int
+
+
+class Segment(BaseModel):
+    start: Point = Field(description="Where it begins.")
+    ends: list[Point]
+
+
+class Tree(BaseModel):
+    children: list[Tree]
+
+
+def test_inlined_references_keep_the_fields_own_keywords() -> None:
+    schema = tool_schema(Segment)
+    assert "$defs" not in schema
+    assert schema["properties"]["start"]["description"] == "Where it begins."
+    assert schema["properties"]["start"]["properties"]["x"]["type"] == "integer"
+    assert schema["properties"]["ends"]["items"]["required"] == ["x"]
+
+
+def test_a_recursive_model_is_refused_when_the_tool_is_defined() -> None:
+    with pytest.raises(ValueError, match="Tree: cannot inline the schema reference"):
+        tool_schema(Tree)

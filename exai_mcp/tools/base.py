@@ -27,6 +27,36 @@ def compact_schema(schema: dict[str, Any]) -> None:
         prop.pop("title", None)
 
 
+def tool_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """`model`'s JSON schema as `tools/list` sends it: self-contained, with every
+    `#/$defs/...` reference replaced by its definition.
+
+    Several popular clients (VS Code Copilot, Claude Desktop, Cursor, the Inspector's form,
+    Bedrock AgentCore) drop `$defs` or cannot resolve references, which breaks any field whose
+    type is a nested model. Our models are not recursive, so inlining only repeats a few small
+    definitions; a recursive one fails here, at start-up, rather than in a client.
+    """
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
+
+    def inline(node: Any, expanding: frozenset[str]) -> Any:
+        if isinstance(node, list):
+            return [inline(item, expanding) for item in node]
+        if not isinstance(node, dict):
+            return node
+        if "$ref" not in node:
+            return {key: inline(value, expanding) for key, value in node.items()}
+        ref = node["$ref"]
+        name = ref.removeprefix("#/$defs/")
+        if name not in definitions or name in expanding:
+            raise ValueError(f"{model.__name__}: cannot inline the schema reference {ref}")
+        siblings = {key: value for key, value in node.items() if key != "$ref"}
+        target = inline(definitions[name], expanding | {name})
+        return {**target, **inline(siblings, expanding)}
+
+    return inline(schema, frozenset())
+
+
 class ToolInput(BaseModel):
     """Inputs reject unknown fields, so a misspelt argument is an error, not silently ignored."""
 
