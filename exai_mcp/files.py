@@ -37,7 +37,8 @@ Refused, each with a reason naming the rule and what is allowed:
   directory or `/` never is one. All of this is decided from the path alone, before the file
   is opened;
 - a file holding a secret whatever its name: a private key block, an AWS secret access key, a
-  service-account `"private_key"` (see `secret_content`), found in the first 8 KiB when
+  service-account `"private_key"`, an API token of a known shape (see `secret_content`), or
+  one of the API keys this server was given, found in the first 8 KiB when
   checked and in the whole file when read. Only a root that is that very file overrides it;
 - a file larger than the limit (checked again when it is read, since files grow);
 - a file that cannot be read (permission denied);
@@ -71,7 +72,7 @@ import functools
 import math
 import os
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +88,7 @@ from exai_mcp.nofollow import (
     open_without_links,
     where_now,
 )
+from exai_mcp.redact import MIN_RUN
 from exai_mcp.secret_rules import SecretHit, secret_content, secret_hits
 
 __all__ = [
@@ -257,15 +259,26 @@ class FileAccessPolicy:
 
     roots: tuple[Path, ...]
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    # (variable, value) of the API keys this server holds: a file holding one is refused
+    # whatever the key's shape (client configs such as claude_desktop_config.json hold them).
+    own_keys: tuple[tuple[str, bytes], ...] = field(default=(), repr=False)
 
     @classmethod
     def from_roots(
-        cls, roots: Sequence[str | Path], max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+        cls,
+        roots: Sequence[str | Path],
+        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+        own_keys: Mapping[str, str] | None = None,
     ) -> FileAccessPolicy:
         """A policy from root paths as configured (`~` expanded, symlinks resolved)."""
         return cls(
             roots=tuple(Path(r).expanduser().resolve() for r in roots),
             max_file_bytes=max_file_bytes,
+            own_keys=tuple(
+                (variable, key.encode())
+                for variable, key in (own_keys or {}).items()
+                if len(key) >= MIN_RUN
+            ),
         )
 
     # ---------------------------------------------------------------- path checks
@@ -377,7 +390,9 @@ class FileAccessPolicy:
 
     def _refuse_content(self, given: str, resolved: Path, data: bytes) -> None:
         """Refuse `data` holding a secret (unless a root is exactly this file) or binary."""
-        found = secret_content(data)
+        found = secret_content(data) or next(
+            (f"the value of {variable}" for variable, key in self.own_keys if key in data), None
+        )
         if found is not None and resolved not in self.roots:
             raise _secret_refusal(given, f"holds a secret ({found})")
         if _looks_binary(data):

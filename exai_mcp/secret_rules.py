@@ -18,7 +18,9 @@ By content. `secret_content` looks for private keys and cloud credentials: a PEM
 `-----BEGIN ... PRIVATE KEY-----` line followed by key material (so code that merely mentions
 the marker passes), a PuTTY key header, an AWS secret access key assigned a value of at least
 40 key characters (so code reading `os.environ["AWS_SECRET_ACCESS_KEY"]` passes), a JSON
-`"private_key": "..."` string (GCP service accounts) and an Azure storage `AccountKey=`.
+`"private_key": "..."` string (GCP service accounts), an Azure storage `AccountKey=`, and API
+tokens of a published shape: `sk-` keys (OpenAI, Moonshot, Anthropic), Zhipu keys, GitHub,
+GitLab, Slack, Google, Stripe live and Hugging Face tokens.
 
 Deliberately allowed, to keep ordinary source files usable: `id_*.pub`, `.env.example`,
 `.env.sample`, `.env.template`, and source named like secrets (`secrets.py`, `credentials.py`,
@@ -146,6 +148,26 @@ _CONTENT_RULES = (
     ),
     ("service-account private_key", re.compile(rb'"private_key"\s*:\s*"[^"]{16}')),
     ("Azure storage AccountKey", re.compile(rb"AccountKey=[A-Za-z0-9+/]{40}")),
+    # API tokens by their published shapes. A token usually sits on one line of an ordinary
+    # config file or script, and that is exactly what MCP client configs hold (the keys this
+    # server itself is given), so the whole file is refused, not just the line.
+    (
+        "API key (sk-...)",  # OpenAI, Moonshot (Kimi), Anthropic, DeepSeek: with a digit
+        re.compile(rb"(?<![A-Za-z0-9_-])sk-(?=[A-Za-z0-9_-]{0,80}[0-9])[A-Za-z0-9_-]{32,}"),
+    ),
+    (
+        "Zhipu (GLM) API key",
+        re.compile(rb"(?<![0-9a-f])[0-9a-f]{32}\.[0-9A-Za-z]{16}(?![0-9A-Za-z])"),
+    ),
+    (
+        "GitHub token",
+        re.compile(rb"\b(?:gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{40,})"),
+    ),
+    ("GitLab token", re.compile(rb"\bglpat-[A-Za-z0-9_-]{20,}")),
+    ("Slack token", re.compile(rb"\bxox[abposr]-[0-9]{6,}-[A-Za-z0-9-]{8,}")),
+    ("Google API key", re.compile(rb"\bAIza[0-9A-Za-z_-]{35}")),
+    ("Stripe live key", re.compile(rb"\b[rs]k_live_[0-9A-Za-z]{24,}")),
+    ("Hugging Face token", re.compile(rb"\bhf_[A-Za-z]{34}\b")),
 )
 
 

@@ -129,7 +129,14 @@ def build_services(settings: Settings, task_group: TaskGroup, store: ThreadStore
         {p.spec.name: p.default_model for p in settings.configured_providers()},
         settings.default_model,
     )
-    files = FileAccessPolicy.from_roots(settings.effective_roots(), settings.max_file_bytes)
+    keys = {
+        p.key_variable: p.api_key.get_secret_value()
+        for p in settings.configured_providers()
+        if p.api_key
+    }
+    files = FileAccessPolicy.from_roots(
+        settings.effective_roots(), settings.max_file_bytes, own_keys=keys
+    )
     pipeline = Pipeline(
         server_deadline=timeouts.server_deadline,
         cache=local_cache if shared is None else shared.cache,
@@ -144,9 +151,7 @@ def build_services(settings: Settings, task_group: TaskGroup, store: ThreadStore
         policy=RetryPolicy(max_attempts=settings.max_attempts),
         max_output_tokens=settings.max_output_tokens,
         progress_interval=settings.progress_interval,
-        redactor=Redactor(
-            p.api_key.get_secret_value() for p in settings.configured_providers() if p.api_key
-        ),
+        redactor=Redactor(keys.values()),
         observability=Observability(
             tracing=tracing_for(settings.otel_endpoint, version=__version__),
             log_calls=settings.log_format == "json",

@@ -293,6 +293,16 @@ CONTENT = {
         "key.json",
         '{{"AccessKey": {{"SecretAccessKey": "{marker}abcdefghij/+klmnopqrs"}}}}\n',
     ),
+    "sk-key-in-client-config": (
+        "mcp.json",
+        '{{"mcpServers": {{"x": {{"env": {{"KIMI_API_KEY": "sk-{marker}abcdefghijklmnop1234"}}}}}}}}\n',
+    ),
+    "zhipu-key": (
+        "run.sh",
+        "export GLM_API_KEY=0123456789abcdef0123456789abcdef.AbCdEfGhIjKlMnOp  # {marker}\n",
+    ),
+    "github-token": ("deploy.sh", "git push https://ghp_{marker}abcdefghijklmnop@github.com/o/r\n"),
+    "slack-token": ("notify.py", 'SLACK = "xoxb-123456789012-{marker}"\n'),
     "azure": (
         "settings.txt",
         "DefaultEndpointsProtocol=https;AccountName=x;"
@@ -376,6 +386,9 @@ INNOCENT_CONTENT = {
     "boto_setup.py": 'secret = os.environ["AWS_SECRET_ACCESS_KEY"]\n',
     "settings.py": 'AWS_SECRET_ACCESS_KEY = os.getenv("AWS_SECRET_ACCESS_KEY")\n',
     "schema.json": '{"private_key": null, "public_key": ""}\n',
+    "client.py": 'key = os.environ["KIMI_API_KEY"]  # "sk-..." from platform.moonshot.ai\n',
+    "README.md": "Set `KIMI_API_KEY=sk-your-key-here` and `GLM_API_KEY=<id>.<secret>`.\n",
+    "deps.txt": "scikit-learn==1.5.0\nsk-video-tools-and-other-long-package-names==2\n",
 }
 
 
@@ -504,3 +517,41 @@ async def test_system_credentials_never_reach_the_provider_with_root_slash(
             assert result.is_error, path
             assert f"{path}: is a secret location (" in result.content[0].text
     assert fake.chat_count == 0
+
+
+async def test_a_file_holding_this_servers_own_key_never_reaches_the_provider(
+    fake: FakeProvider, tmp_path: Path
+):
+    """Client configs (claude_desktop_config.json, .cursor/mcp.json) hold the very keys this
+    server runs with, whatever their shape: the GLM key must not go to Moonshot, or anywhere."""
+    config = write(
+        tmp_path / "Claude" / "claude_desktop_config.json",
+        '{"mcpServers": {"exai": {"env": {"KIMI_API_KEY": "kimi-test-key-123",'
+        ' "GLM_API_KEY": "glm-test-key-456"}}}}\n',
+    )
+    async with in_process_client(settings_for(fake, tmp_path)) as client:
+        result = await client.call_tool(
+            "analyze", {"text": "look", "files": [str(config)], "model": "kimi"}
+        )
+        step = await client.call_tool(
+            "workflow",
+            {
+                "kind": "codereview",
+                "step": "review the config",
+                "step_number": 1,
+                "total_steps": 2,
+                "next_step_required": True,
+                "findings": "none yet",
+                "relevant_files": [str(config)],
+            },
+        )
+    refusal = f"{config}: holds a secret (the value of KIMI_API_KEY) and is never sent"
+    for reply in (result, step):
+        assert reply.is_error and reply.content[0].text.startswith(refusal), reply
+    bodies = json.dumps([request.body for request in fake.chat_requests])
+    assert "kimi-test-key-123" not in bodies and "glm-test-key-456" not in bodies
+
+
+def test_the_policy_does_not_show_the_keys_it_holds(tmp_path: Path) -> None:
+    policy = FileAccessPolicy.from_roots([tmp_path], own_keys={"KIMI_API_KEY": "sk-shown-123456"})
+    assert "sk-shown" not in repr(policy)
