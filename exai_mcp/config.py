@@ -37,11 +37,13 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 
 from exai_mcp.errors import ConfigError
 from exai_mcp.providers.registry import GLM, KIMI, PROVIDERS, SPECS, ProviderSpec
+from exai_mcp.redact import redact_url
 
 MIN_TOOL_TIMEOUT = 1
 MAX_TOOL_TIMEOUT = 3600
@@ -287,6 +289,25 @@ class Settings(BaseModel):
                 "/mcp and /health itself"
             )
         return f"{parts.scheme}://{parts.netloc}"
+
+    @field_validator("kimi_base_url", "glm_base_url")
+    @classmethod
+    def _provider_url(cls, value: str, info: ValidationInfo) -> str:
+        url = value.strip()
+        example = SPECS[str(info.field_name).removesuffix("_base_url")].base_url_default
+        parts = urlsplit(url)
+        try:
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            raise ValueError(f"has an invalid port; expected a URL like {example}") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"must be an http:// or https:// URL with a host, like {example}")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError(
+                "must not hold a user name or password: the API key goes as a bearer token, "
+                "which credentials in the URL would replace"
+            )
+        return url
 
     @field_validator("log_format")
     @classmethod
@@ -657,6 +678,10 @@ def load_settings(env_file: str | None = None, *, check_timeouts: bool = True) -
 
 # Values never quoted in an error: they may hold a password.
 _HIDDEN_FIELDS = frozenset({"redis_url", "EXAI_REDIS_URL", "http_token", "EXAI_HTTP_TOKEN"})
+# Shown with any user and password masked.
+_URL_FIELDS = frozenset(
+    {"kimi_base_url", "glm_base_url", KIMI.base_url_variable, GLM.base_url_variable}
+)
 
 
 def _describe_validation(exc: ValidationError) -> str:
@@ -664,7 +689,10 @@ def _describe_validation(exc: ValidationError) -> str:
     for err in exc.errors():
         name = str(err["loc"][0]) if err["loc"] else "?"
         message = err["msg"].removeprefix("Value error, ")
-        shown = "(hidden)" if name in _HIDDEN_FIELDS else repr(err.get("input"))
+        value = err.get("input")
+        if name in _URL_FIELDS and isinstance(value, str) and "@" in value:
+            value = redact_url(value)
+        shown = "(hidden)" if name in _HIDDEN_FIELDS else repr(value)
         lines.append(f"  - {_variable_for(name)}={shown}: {message}")
     return "\n".join(lines)
 

@@ -167,6 +167,38 @@ def test_unknown_log_level_names_the_variable_and_the_allowed_levels(
     assert "must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("notaurl", "must be an http:// or https:// URL with a host, like https://api.z.ai"),
+        ("127.0.0.1:8080/v1", "must be an http:// or https:// URL with a host"),
+        ("ftp://gateway/v1", "must be an http:// or https:// URL with a host"),
+        ("http://gateway:port/v1", "has an invalid port"),
+    ],
+)
+def test_a_provider_url_that_is_no_http_url_stops_start_up(
+    monkeypatch: pytest.MonkeyPatch, value: str, problem: str
+) -> None:
+    monkeypatch.setenv("GLM_BASE_URL", value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert f"GLM_BASE_URL={value!r}: {problem}" in str(info.value)
+
+
+def test_credentials_in_a_provider_url_are_refused_and_never_shown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """httpx would send them as Basic auth in place of the bearer key, and status, errors and
+    logs would show the password."""
+    monkeypatch.setenv("KIMI_BASE_URL", "https://gwuser:GWPASSWORD123@gateway.example/v1")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert "KIMI_BASE_URL='https://***@gateway.example/v1': must not hold a user name" in str(
+        info.value
+    )
+    assert "GWPASSWORD123" not in str(info.value) and "gwuser" not in str(info.value)
+
+
 def test_log_level_is_case_insensitive(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EXAI_LOG_LEVEL", " warning")
     assert load_settings().log_level == "WARNING"
