@@ -95,6 +95,8 @@ class Reply:
     """Answer 200 with a body that is not what the API promises (garbled SSE or JSON)."""
     malformed_body: bytes | None = None
     """With `malformed`, this exact body instead of the default garble."""
+    content_type: str | None = None
+    """With `malformed`, this content type instead of the one the API promises."""
     cut_after: int | None = None
     """Stream this many answer chunks, then drop the connection without finishing."""
 
@@ -425,10 +427,15 @@ class FakeProvider:
         return keep
 
     async def _send_malformed(
-        self, writer: asyncio.StreamWriter, stream: bool, keep: bool, body: bytes | None = None
+        self,
+        writer: asyncio.StreamWriter,
+        stream: bool,
+        keep: bool,
+        body: bytes | None = None,
+        content_type: str | None = None,
     ) -> bool:
         """A 200 whose body does not parse: what a broken gateway or proxy sends."""
-        kind = "text/event-stream" if stream else "application/json"
+        kind = content_type or ("text/event-stream" if stream else "application/json")
         if body is None:
             body = b"data: {not json\n\n" if stream else b"<html>502 upstream garbled</html>"
         keep = keep and self.keep_alive
@@ -494,7 +501,9 @@ class FakeProvider:
                 await _race(asyncio.Event().wait(), eof_task)
             if reply.malformed:
                 stream = bool(body.get("stream"))
-                return await self._send_malformed(writer, stream, keep, reply.malformed_body)
+                return await self._send_malformed(
+                    writer, stream, keep, reply.malformed_body, reply.content_type
+                )
             if reply.status != 200:
                 return await self._send_error(
                     writer,

@@ -6,6 +6,7 @@ Secrecy is checked as "no eight consecutive characters of the key" (`leaked_runs
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 from pathlib import Path
@@ -113,6 +114,73 @@ async def test_an_sse_event_that_is_not_a_chunk_is_the_providers_malformed_respo
     error = await failure(create_kimi(api_key=KEY, base_url=fake.base_url("/v1")))
     assert isinstance(error, MalformedResponse) and error.retryable
     assert str(error).startswith("kimi:kimi-k2-0905-preview returned a malformed response")
+
+
+async def test_a_page_in_place_of_the_stream_is_a_malformed_response_quoting_it(
+    fake: FakeProvider,
+) -> None:
+    page = b"<html><body>Captive portal: please log in</body></html>"
+    fake.enqueue(Reply(malformed=True, malformed_body=page, content_type="text/html"))
+    error = await failure(create_kimi(api_key=KEY, base_url=fake.base_url("/v1")))
+    assert isinstance(error, MalformedResponse) and error.retryable
+    assert str(error).startswith(
+        "kimi:kimi-k2-0905-preview returned a malformed response (not an event stream but "
+        "text/html: '<html><body>Captive portal"
+    )
+
+
+async def test_a_gateway_that_ignores_stream_still_gives_its_whole_answer(
+    fake: FakeProvider,
+) -> None:
+    completion = {
+        "model": "kimi-k2-0905-preview",
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"content": "whole"}}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 1},
+    }
+    body = json.dumps(completion).encode()
+    fake.enqueue(Reply(malformed=True, malformed_body=body, content_type="application/json"))
+    provider = create_kimi(api_key=KEY, base_url=fake.base_url("/v1"))
+    try:
+        result = await provider.complete(REQUEST, timeout=5)
+    finally:
+        await provider.aclose()
+    assert (result.text, result.prompt_tokens, result.completion_tokens) == ("whole", 5, 1)
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "opening"),
+    [
+        (
+            b'{"error": {"message": "upstream exploded", "type": "server_error"}}',
+            "application/json",
+            "answered with an error instead of a stream (HTTP 200: upstream exploded)",
+        ),
+        (
+            b'data: {"error": {"message": "quota exceeded"}}\n\n',
+            None,
+            "sent an error in place of its answer (quota exceeded)",
+        ),
+    ],
+    ids=["json-error-with-200", "error-event-in-the-stream"],
+)
+async def test_an_error_sent_with_status_200_is_the_providers_and_is_retried(
+    fake: FakeProvider, body: bytes, content_type: str | None, opening: str
+) -> None:
+    fake.enqueue(Reply(malformed=True, malformed_body=body, content_type=content_type))
+    error = await failure(create_kimi(api_key=KEY, base_url=fake.base_url("/v1")))
+    assert isinstance(error, ProviderUnavailable) and error.retryable
+    assert str(error).startswith(f"kimi:kimi-k2-0905-preview {opening}")
+    assert error.advice.startswith("call again later")
+
+
+@pytest.mark.parametrize("status", [408, 409])
+async def test_request_timeout_and_conflict_are_retried_like_the_sdk_does(
+    fake: FakeProvider, status: int
+) -> None:
+    fake.enqueue(Reply(status=status, error_message="try again"))
+    error = await failure(create_kimi(api_key=KEY, base_url=fake.base_url("/v1")))
+    assert isinstance(error, ProviderUnavailable) and error.retryable
+    assert f"could not take the request just now (HTTP {status}: try again)" in str(error)
 
 
 def test_glm_temperature_is_clamped_into_its_open_interval() -> None:

@@ -37,9 +37,13 @@ from exai_mcp.redact import Redactor
 if TYPE_CHECKING:
     import ssl
 
+    import httpx
+
 log = logging.getLogger(__name__)
 
 DETAIL_LIMIT = 500  # characters of the provider's own error text kept in a message
+MAX_UNSTREAMED_BYTES = 8 * 1024 * 1024  # a 200 that is no event stream is read up to this
+_PROVIDER_SIDE_ADVICE = "call again later, or use model=auto or another provider's model meanwhile"
 
 
 class OpenAICompatibleProvider:
@@ -100,6 +104,9 @@ class OpenAICompatibleProvider:
         progress = _Progress(on_tokens)
         try:
             try:
+                content_type = stream.response.headers.get("content-type", "")
+                if not content_type.startswith("text/event-stream"):
+                    return await self._unstreamed(stream.response, model, content_type)
                 return await self._collect(stream, model, progress)
             finally:
                 # Shielded: a cancelled call must still close the connection, so the
@@ -169,6 +176,50 @@ class OpenAICompatibleProvider:
             finish_reason=str(finish_reason),
         )
 
+    async def _unstreamed(
+        self, response: httpx.Response, model: str, content_type: str
+    ) -> ChatResult:
+        """A 200 that is no event stream: a gateway that ignored `stream` (its whole answer is
+        used), an error sent with status 200, or a page such as a captive portal's."""
+        body = bytearray()
+        async for piece in response.aiter_bytes():
+            body += piece
+            if len(body) > MAX_UNSTREAMED_BYTES:
+                raise self._malformed(model, f"over {MAX_UNSTREAMED_BYTES} bytes of {content_type}")
+        try:
+            data = json.loads(body)
+        except ValueError:
+            start = self._detail(bytes(body[:60]).decode("utf-8", errors="replace").strip())
+            raise self._malformed(
+                model, f"not an event stream but {content_type or 'no content type'}: {start!r}"
+            ) from None
+        if isinstance(data, dict) and data.get("error"):
+            error = data["error"]
+            detail = self._detail(
+                str(error.get("message") or error) if isinstance(error, dict) else str(error)
+            )
+            raise self._error(
+                ProviderUnavailable,
+                f"{self.label(model)} answered with an error instead of a stream (HTTP 200: "
+                f"{detail})",
+                model,
+                advice=_PROVIDER_SIDE_ADVICE,
+            )
+        try:
+            choice = data["choices"][0]
+            text = choice["message"].get("content") or ""
+            usage = data.get("usage") or {}
+            return ChatResult(
+                text=str(text),
+                model=str(data.get("model") or model),
+                provider=self.name,
+                prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                completion_tokens=int(usage.get("completion_tokens") or 0),
+                finish_reason=str(choice.get("finish_reason") or "stop"),
+            )
+        except (AttributeError, TypeError, KeyError, IndexError, ValueError):
+            raise self._malformed(model, "not the chat-completion shape") from None
+
     async def list_models(self, *, timeout: float) -> list[str]:
         try:
             page = await self._client.models.list(timeout=timeout)
@@ -231,8 +282,14 @@ class OpenAICompatibleProvider:
                     ProviderUnavailable,
                     f"{label} failed on the provider's side (HTTP {status}: {detail})",
                     model,
-                    advice="call again later, or use model=auto or another provider's model "
-                    "meanwhile",
+                    advice=_PROVIDER_SIDE_ADVICE,
+                )
+            if status in (408, 409):  # the server gave up on this attempt, or it collided
+                return self._error(
+                    ProviderUnavailable,
+                    f"{label} could not take the request just now (HTTP {status}: {detail})",
+                    model,
+                    advice=_PROVIDER_SIDE_ADVICE,
                 )
             if status == 404:
                 what = f"model {model!r}" if model else "this request"
@@ -249,6 +306,14 @@ class OpenAICompatibleProvider:
                 f"{label} refused the request (HTTP {status}: {detail})",
                 model,
                 advice="the request itself is wrong; change the arguments",
+            )
+        if isinstance(exc, openai.APIError):  # an error event in place of the rest of a stream
+            return self._error(
+                ProviderUnavailable,
+                f"{label} sent an error in place of its answer ({self._detail(exc.message)})",
+                model,
+                advice=f"{_PROVIDER_SIDE_ADVICE}; if it names quota or balance, check the "
+                f"account that {self.key_variable} belongs to",
             )
         return self._error(ProviderError, f"{label} failed: {self._detail(str(exc))}", model)
 
