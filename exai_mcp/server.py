@@ -57,6 +57,7 @@ from exai_mcp.store.pending import PendingWrites
 from exai_mcp.store.threads import ThreadStore, default_db_path
 from exai_mcp.tools import analyze, status, workflow
 from exai_mcp.tools.base import AnswerOutput, ToolSpec, tool_schema
+from exai_mcp.tools.validation import describe_validation_error
 
 log = logging.getLogger("exai_mcp")
 
@@ -187,21 +188,6 @@ def tool_definition(spec: ToolSpec) -> Tool:
     )
 
 
-def describe_validation_error(tool: str, exc: ValidationError) -> str:
-    """Name each bad field, what is wrong with its value, and what is allowed."""
-    lines = [f"invalid arguments for {tool}:"]
-    for err in exc.errors():
-        field = ".".join(str(part) for part in err["loc"]) or "(arguments)"
-        if err["type"] == "extra_forbidden":
-            lines.append(f"- {field}: unknown field")
-            continue
-        got = err.get("input")
-        shown = repr(got) if not isinstance(got, dict) else "an object"
-        message = err["msg"].removeprefix("Value error, ")
-        lines.append(f"- {field}: {message} (got {shown[:80]})")
-    return "\n".join(lines)
-
-
 def asked_for_progress(ctx: ServerRequestContext[Services]) -> bool:
     """Whether the client sent a progress token: only then is a progress ticker worth running."""
     return bool(ctx.meta) and ctx.meta.get("progress_token") is not None
@@ -248,7 +234,9 @@ async def dispatch(
     try:
         args = spec.input_model.model_validate(arguments or {})
     except ValidationError as exc:
-        return _failed(InvalidArguments(describe_validation_error(spec.name, exc)))
+        return _failed(
+            InvalidArguments(describe_validation_error(spec.name, spec.input_model, exc))
+        )
     try:
         if spec.direct is not None:
             output = await spec.direct(args, services)

@@ -67,7 +67,12 @@ async def test_undecodable_bytes_never_crash_the_server(fake: FakeProvider, tmp_
         ({"text": "x", "focus": "style"}, "focus: Input should be 'general'"),
         ({"text": "x", "temperature": 1.5}, "temperature: Input should be less than or equal to 1"),
         ({"text": "x", "files": "a.py"}, "files: Input should be a valid list"),
-        ({"text": "x", "verbose": True}, "verbose: unknown field"),
+        (
+            {"text": "x", "verbose": True},
+            "verbose: unknown field; allowed: text, files, focus, model, temperature, "
+            "continuation_id",
+        ),
+        ({"txt": "x"}, "txt: unknown field; did you mean 'text'? allowed: text, files,"),
         ({"text": "x", "model": "gpt-5"}, "is not a known model"),
     ],
 )

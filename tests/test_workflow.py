@@ -98,7 +98,22 @@ def test_the_input_schema_is_flat_and_rejects_unknown_fields() -> None:
 async def test_an_unknown_field_is_an_error_naming_it(fake: FakeProvider, tmp_path: Path) -> None:
     async with in_process_client(settings_for(fake, tmp_path)) as client:
         text = await error(client, step(1, relevant_file="/x"))
-    assert "relevant_file: unknown field" in text
+    assert "relevant_file: unknown field; did you mean 'relevant_files'? allowed: kind," in text
+
+
+async def test_a_missing_field_and_a_misspelt_nested_one_are_named(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    arguments = step(1, issues_found=[{"sevrity": "high", "description": "d"}])
+    del arguments["findings"]
+    async with in_process_client(settings_for(fake, tmp_path)) as client:
+        text = await error(client, arguments)
+    assert text.splitlines()[1:] == [
+        "- findings: missing; it is required",
+        "- issues_found.0.severity: missing; it is required",
+        "- issues_found.0.sevrity: unknown field; did you mean 'severity'? allowed: severity, "
+        "description, location",
+    ]
 
 
 # --------------------------------------------------------------------------- steps
