@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import anyio
 import pytest
 from fake_provider import FakeProvider
 
@@ -122,6 +123,73 @@ async def test_an_unknown_continuation_id_is_a_clear_error(
     async with in_process_client(settings_for(fake, tmp_path)) as client:
         result = await client.call_tool("analyze", {"text": "x", "continuation_id": "nope"})
     assert result.is_error and "'nope' is unknown" in result.content[0].text
+
+
+async def test_a_follow_up_on_a_full_thread_is_refused_before_anything_is_paid(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    async with in_process_client(settings_for(fake, tmp_path, EXAI_MAX_THREAD_TURNS=2)) as client:
+        first = await client.call_tool("analyze", {"text": "one"})
+        cid = first.structured_content["continuation_id"]
+        await client.call_tool("analyze", {"text": "two", "continuation_id": cid})
+        third = await client.call_tool("analyze", {"text": "three", "continuation_id": cid})
+    assert third.is_error
+    assert third.content[0].text.startswith(f"continuation_id '{cid}' is full")
+    assert fake.chat_count == 2
+
+
+async def test_an_answer_whose_thread_filled_up_meanwhile_still_arrives_in_a_new_thread(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    async with in_process_client(settings_for(fake, tmp_path, EXAI_MAX_THREAD_TURNS=2)) as client:
+        first = await client.call_tool("analyze", {"text": "one"})
+        cid = first.structured_content["continuation_id"]
+        fake.hold()
+        results = []
+
+        async def follow_up() -> None:
+            args = {"text": "two", "continuation_id": cid}
+            results.append(await client.call_tool("analyze", args))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(follow_up)
+            await fake.wait_for_requests(2)
+            step = {
+                "kind": "debug",
+                "step": "meanwhile",
+                "step_number": 1,
+                "total_steps": 2,
+                "next_step_required": True,
+                "findings": "the thread is now full",
+                "continuation_id": cid,
+            }
+            assert not (await client.call_tool("workflow", step)).is_error
+            fake.release()
+    [answer] = results
+    assert not answer.is_error, answer.content[0].text
+    assert answer.structured_content["continuation_id"] != cid
+    assert fake.chat_count == 2
+
+
+async def test_an_empty_continuation_id_starts_a_new_thread_in_both_tools(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    """Form-based clients send "" for an optional field left empty."""
+    step = {
+        "kind": "debug",
+        "step": "start",
+        "step_number": 1,
+        "total_steps": 2,
+        "next_step_required": True,
+        "findings": "f",
+        "continuation_id": "",
+    }
+    async with in_process_client(settings_for(fake, tmp_path)) as client:
+        asked = await client.call_tool("analyze", {"text": "x", "continuation_id": ""})
+        started = await client.call_tool("workflow", step)
+    assert not asked.is_error and not started.is_error, started.content[0].text
+    assert asked.structured_content["continuation_id"]
+    assert started.structured_content["continuation_id"]
 
 
 async def test_an_edited_file_is_analysed_again_not_served_from_the_cache(

@@ -554,6 +554,19 @@ async def test_a_workflow_continuing_an_analyze_thread_sees_the_exchange(
     assert [(s.number, s.tool) for s in steps] == [(1, "analyze"), (2, "workflow")]
 
 
+async def test_a_workflow_on_an_analyze_thread_starts_at_step_1_so_retries_stay_free(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    async with in_process_client(settings_for(fake, tmp_path)) as client:
+        first = await client.call_tool("analyze", {"text": "why the hang?"})
+        cid = first.structured_content["continuation_id"]
+        text = await error(client, step(2, total=2, continuation_id=cid))
+    assert text.startswith(f"continuation_id '{cid}' holds no workflow investigation yet")
+    assert "step_number=1" in text
+    assert fake.chat_count == 1
+    assert [s.tool for s in stored(tmp_path, cid).steps] == ["analyze"]
+
+
 # --------------------------------------------------------------------------- output
 
 

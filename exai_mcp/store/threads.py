@@ -693,7 +693,8 @@ class ThreadStore:
             "thread without continuation_id and summarise the earlier findings in the first step"
         )
 
-    def _full_error(self, thread_id: str) -> ThreadError:
+    def full_error(self, thread_id: str) -> ThreadError:
+        """What a caller is told when `thread_id` has no room for another step."""
         return ThreadError(
             f"continuation_id '{thread_id}' is full: it would exceed "
             f"EXAI_MAX_THREAD_TURNS={self.max_turns} steps; start a new thread without "
@@ -741,7 +742,7 @@ class ThreadEditor:
         encoded = _encode(payload)
         self._check_open()
         if len(self.thread.steps) + 1 > self._store.max_turns:
-            raise self._store._full_error(self.thread.id)
+            raise self._store.full_error(self.thread.id)
         step = Step(number=number, tool=tool, payload=json.loads(encoded), recorded_at=self._now)
         moved = tuple(
             replace(s, number=s.number + 1) if s.number >= number else s for s in self.thread.steps
@@ -770,7 +771,7 @@ class ThreadEditor:
         self._check_open()
         kept = tuple(s for s in self.thread.steps if s.number < number)
         if len(kept) + 1 > self._store.max_turns:
-            raise self._store._full_error(self.thread.id)
+            raise self._store.full_error(self.thread.id)
         step = Step(number=number, tool=tool, payload=json.loads(encoded), recorded_at=self._now)
         with self._writing():
             self._conn.execute(
@@ -782,7 +783,7 @@ class ThreadEditor:
     def _append(self, tool: str, encoded: str) -> Thread:
         self._check_open()
         if len(self.thread.steps) + 1 > self._store.max_turns:
-            raise self._store._full_error(self.thread.id)
+            raise self._store.full_error(self.thread.id)
         step = Step(
             number=self.thread.last_step_number + 1,
             tool=tool,

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Annotated, Literal
 
 import anyio
 from mcp_types import ToolAnnotations
 from pydantic import Field, model_validator
 
+from exai_mcp.errors import BusyError, ThreadError
 from exai_mcp.middleware.call import Answer, ExpertRequest, Plan, call_key
 from exai_mcp.services import Services
 from exai_mcp.store.threads import NewThread, Thread, ThreadEditor, new_thread_id
 from exai_mcp.tools.base import AnswerOutput, ToolInput, ToolSpec, Usage
 from exai_mcp.tools.history import load_thread, render_history, revision
+
+log = logging.getLogger(__name__)
 
 TOOL_NAME = "analyze"
 
@@ -117,12 +121,20 @@ async def plan(args: AnalyzeInput, services: Services) -> Plan[AnalyzeOutput]:
     question_key = call_key(TOOL_NAME, asked)
     if thread is not None and _asked_last(thread, question_key):
         thread = dataclasses.replace(thread, steps=thread.steps[:-1])
+    elif thread is not None and len(thread.steps) >= services.store.max_turns:
+        raise services.store.full_error(thread.id)  # before the answer is paid for, not after
     question = (args.text or "Analyse these files.").strip()
     history = render_history(thread) if thread else ""
 
     async def finish(answer: Answer | None) -> AnalyzeOutput:
         assert answer is not None
-        thread_id = await _record(services, thread, question_key, question, args, answer.text)
+        try:
+            thread_id = await _record(services, thread, question_key, question, args, answer.text)
+        except (ThreadError, BusyError) as exc:
+            # The thread expired, filled up or stayed locked during the call: the answer is
+            # paid for, so it still arrives, in a new thread of its own.
+            log.warning("analyze answer kept in a new thread: %s", exc)
+            thread_id = await _record(services, None, question_key, question, args, answer.text)
         return AnalyzeOutput(
             analysis=answer.text,
             model=answer.model,

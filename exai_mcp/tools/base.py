@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mcp_types import ToolAnnotations
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from exai_mcp.middleware.call import Plan
 from exai_mcp.services import Services
@@ -61,6 +61,12 @@ class ToolInput(BaseModel):
     """Inputs reject unknown fields, so a misspelt argument is an error, not silently ignored."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=compact_schema)
+
+    @field_validator("continuation_id", mode="before", check_fields=False)
+    @classmethod
+    def _blank_means_none(cls, value: Any) -> Any:
+        # Form-based clients (the Inspector's form) send "" for an optional field left empty.
+        return None if isinstance(value, str) and not value.strip() else value
 
 
 class Usage(BaseModel):

@@ -294,6 +294,13 @@ def _slot(thread: Thread, args: WorkflowInput, payload: dict[str, Any]) -> tuple
     workflow_steps = [s for s in thread.steps if s.tool == TOOL_NAME]
     starts = [i for i, s in enumerate(workflow_steps) if s.payload.get("workflow_step") == 1]
     run = workflow_steps[starts[-1] :] if starts else []
+    if not run and args.step_number != 1:
+        # Without its step 1 there is no investigation to place the step in, resend or
+        # backtrack: every copy would be appended, and a retried final step paid again.
+        raise InputError(
+            f"continuation_id '{thread.id}' holds no workflow investigation yet; start one "
+            "on it with step_number=1"
+        )
     if not run:
         return after_last, "append"
     run_kind = run[0].payload.get("kind")
