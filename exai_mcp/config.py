@@ -309,6 +309,15 @@ class Settings(BaseModel):
             )
         return url
 
+    @field_validator("http_token", mode="before")
+    @classmethod
+    def _token_as_sent(cls, value: Any) -> Any:
+        # Clients strip what they send, so a stray space or newline (a token pasted from a
+        # file) would lock everyone out; a blank token is no token (and so no open bind).
+        if isinstance(value, str):
+            return value.strip() or None
+        return value
+
     @field_validator("log_format")
     @classmethod
     def _known_log_format(cls, value: str) -> str:

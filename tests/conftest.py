@@ -228,7 +228,7 @@ async def http_server(settings: Settings, host: str = "127.0.0.1") -> AsyncItera
         await wait_until(lambda: server.started, timeout=10)
         port = server.servers[0].sockets[0].getsockname()[1]
         try:
-            yield Running(f"http://127.0.0.1:{port}", port, state)
+            yield Running(f"http://{host}:{port}", port, state)
         finally:
             server.should_exit = True
 

@@ -199,6 +199,12 @@ def test_credentials_in_a_provider_url_are_refused_and_never_shown(
     assert "GWPASSWORD123" not in str(info.value) and "gwuser" not in str(info.value)
 
 
+def test_a_blank_http_token_is_no_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A blank token must not count as set: that would allow a public bind nobody can use."""
+    monkeypatch.setenv("EXAI_HTTP_TOKEN", "  \n")
+    assert load_settings().http_token is None
+
+
 def test_log_level_is_case_insensitive(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EXAI_LOG_LEVEL", " warning")
     assert load_settings().log_level == "WARNING"

@@ -376,6 +376,35 @@ async def test_a_foreign_host_or_origin_is_refused(fake: FakeProvider, tmp_path:
     assert fake.chat_count == 0
 
 
+async def test_a_loopback_bind_other_than_127_0_0_1_accepts_its_own_address(
+    fake: FakeProvider, tmp_path: Path
+):
+    async with http_server(settings_for(fake, tmp_path), host="127.0.0.2") as srv:
+        async with srv.rest() as http:
+            health = await http.get("/health")
+            execute = await http.post("/api/v1/execute", json=call_body("t"))
+            foreign = await http.get("/health", headers={"Host": "evil.example"})
+        async with Client(streamable_http_client(f"{srv.url}/mcp")) as client:
+            names = [t.name for t in (await client.list_tools()).tools]
+    assert health.status_code == 200 and execute.status_code == 200
+    assert foreign.status_code == 421
+    assert "analyze" in names
+
+
+async def test_a_token_set_with_stray_white_space_still_lets_clients_in(
+    fake: FakeProvider, tmp_path: Path
+):
+    settings = settings_for(fake, tmp_path, EXAI_HTTP_TOKEN=f" {TOKEN}\n")
+    async with http_server(settings) as srv, srv.rest() as http:
+        right = await http.post(
+            "/api/v1/execute", json=call_body("t"), headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+        wrong = await http.post(
+            "/api/v1/execute", json=call_body("t"), headers={"Authorization": "Bearer nope"}
+        )
+    assert right.status_code == 200 and wrong.status_code == 401
+
+
 def _empty_env_file(tmp_path: Path) -> str:
     path = tmp_path / "none.env"  # no stray .env (with real keys) reaches the server
     path.touch()

@@ -163,7 +163,7 @@ class HostCheck:
     def __init__(self, host: str) -> None:
         host = host.strip("[]").lower()
         self.any_host = host in WILDCARD_HOSTS  # bound everywhere: the token guards it
-        self.allowed = LOOPBACK_NAMES if is_loopback(host) else frozenset({host})
+        self.allowed = LOOPBACK_NAMES | {host} if is_loopback(host) else frozenset({host})
 
     def refusal(self, headers: Headers) -> tuple[int, str] | None:
         if self.any_host:
@@ -496,14 +496,19 @@ class ToolList:
 def transport_security(host: str) -> TransportSecuritySettings | None:
     """The SDK's own check for /mcp; None lets it protect a loopback bind itself."""
     bare = host.strip("[]").lower()
-    if is_loopback(bare):
+    if bare in LOOPBACK_NAMES:
         return None
     if bare in WILDCARD_HOSTS:
         return TransportSecuritySettings(enable_dns_rebinding_protection=False)
-    shown = f"[{bare}]" if ":" in bare else bare
+    names = [bare, *LOOPBACK_NAMES] if is_loopback(bare) else [bare]  # 127.0.0.2 and the like
+    shown = [f"[{name}]" if ":" in name else name for name in names]
     return TransportSecuritySettings(
-        allowed_hosts=[shown, f"{shown}:*"],
-        allowed_origins=[f"http://{shown}", f"http://{shown}:*", f"https://{shown}:*"],
+        allowed_hosts=[form for name in shown for form in (name, f"{name}:*")],
+        allowed_origins=[
+            form
+            for name in shown
+            for form in (f"http://{name}", f"http://{name}:*", f"https://{name}:*")
+        ],
     )
 
 
