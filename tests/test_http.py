@@ -122,6 +122,11 @@ async def test_bad_requests_are_4xx_json_errors_and_the_server_stays_healthy(
                 url, content=b"{}", headers={"content-type": "text/plain"}
             ),
             "unknown tool": await http.post(url, json={"tool": "nope", "arguments": {}}),
+            "lone surrogate": await http.post(
+                url,
+                content=b'{"tool": "workflow", "arguments": {"findings": "a \\ud800 b"}}',
+                headers={"content-type": "application/json"},
+            ),
             "invalid arguments": await http.post(
                 url, json={"tool": "analyze", "arguments": {"text": "t", "temperature": "hot"}}
             ),
@@ -139,6 +144,7 @@ async def test_bad_requests_are_4xx_json_errors_and_the_server_stays_healthy(
         "not an object": 400,
         "text/plain": 415,
         "unknown tool": 404,
+        "lone surrogate": 400,
         "invalid arguments": 422,
     }
     assert {name: r.status_code for name, r in cases.items()} == expected
@@ -149,6 +155,9 @@ async def test_bad_requests_are_4xx_json_errors_and_the_server_stays_healthy(
     assert "'nope'" in cases["unknown tool"].json()["content"][0]["text"]
     assert "analyze" in cases["unknown tool"].json()["content"][0]["text"]
     assert "temperature" in cases["invalid arguments"].json()["content"][0]["text"]
+    assert cases["lone surrogate"].json()["content"][0]["text"].startswith(
+        "arguments.findings is not valid Unicode"
+    )
     assert health.status_code == 200 and health.json()["status"] == "ok"
     assert fake.chat_count == 0
 

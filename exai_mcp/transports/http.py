@@ -29,6 +29,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import signal
 import threading
 import time
@@ -425,7 +426,39 @@ def parse_call(body: bytes) -> tuple[str, dict[str, Any]] | str:
     arguments = data.get("arguments", {})
     if not isinstance(arguments, dict):
         return f"'arguments' must be a JSON object, got {type(arguments).__name__}; {shape}"
+    if _ESCAPED_SURROGATE.search(body):  # JSON allows "\ud800"; UTF-8, SQLite and HTTP do not
+        where = _lone_surrogate(arguments, "arguments")
+        if where is not None:
+            return (
+                f"{where} is not valid Unicode: it holds a lone UTF-16 surrogate (a \\uD800-"
+                "\\uDFFF escape without its pair); send the text as UTF-8"
+            )
     return tool, arguments
+
+
+_ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _lone_surrogate(value: Any, path: str) -> str | None:
+    """Where in `value` a string holding a lone surrogate sits (a dotted path), or None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path
+        return None
+    items = (
+        value.items()
+        if isinstance(value, dict)
+        else enumerate(value)
+        if isinstance(value, list)
+        else ()
+    )
+    for key, item in items:
+        found = _lone_surrogate(item, f"{path}.{key}")
+        if found is not None:
+            return found
+    return None
 
 
 class Health:
