@@ -14,6 +14,8 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,7 @@ from exai_mcp.errors import (
     ProviderUnavailable,
     UnknownTool,
 )
+from exai_mcp.transports import http as http_transport
 from exai_mcp.transports.http import status_for
 from tests.conftest import (
     call_and_give_up_once_the_provider_has_it,
@@ -155,8 +158,10 @@ async def test_bad_requests_are_4xx_json_errors_and_the_server_stays_healthy(
     assert "'nope'" in cases["unknown tool"].json()["content"][0]["text"]
     assert "analyze" in cases["unknown tool"].json()["content"][0]["text"]
     assert "temperature" in cases["invalid arguments"].json()["content"][0]["text"]
-    assert cases["lone surrogate"].json()["content"][0]["text"].startswith(
-        "arguments.findings is not valid Unicode"
+    assert (
+        cases["lone surrogate"]
+        .json()["content"][0]["text"]
+        .startswith("arguments.findings is not valid Unicode")
     )
     assert health.status_code == 200 and health.json()["status"] == "ok"
     assert fake.chat_count == 0
@@ -459,83 +464,162 @@ def test_a_non_loopback_bind_without_a_token_refuses_to_start(tmp_path: Path):
 # ----------------------------------------------------------------------------- shutdown
 
 
-async def test_sigterm_lets_calls_in_flight_finish_refuses_new_ones_then_exits_0(
-    fake: FakeProvider, tmp_path: Path
-):
-    fake.latency = 1.5
-    process = await anyio.open_process(
-        [sys.executable, "-m", "exai_mcp", "serve", "--http", "--port", "0"],
-        env=_server_env(fake, tmp_path),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-    )
-    stderr: list[str] = []
-    listening = anyio.Event()
-    draining = anyio.Event()
-    url = ""
+@dataclass
+class ServedProcess:
+    """`exai-mcp serve --http` as a process: its URL, its stderr lines so far, and an event
+    set once it logs that it drains."""
 
-    async def read_stderr() -> None:
-        nonlocal url
-        assert process.stderr is not None
+    process: anyio.abc.Process
+    url: str = ""
+    stderr: list[str] = field(default_factory=list)
+    listening: anyio.Event = field(default_factory=anyio.Event)
+    draining: anyio.Event = field(default_factory=anyio.Event)
+
+    async def read_stderr(self) -> None:
+        assert self.process.stderr is not None
         buffer = ""
-        async for chunk in process.stderr:
+        async for chunk in self.process.stderr:
             buffer += chunk.decode(errors="replace")
             *lines, buffer = buffer.split("\n")
             for line in lines:
-                stderr.append(line)
-                if "listening on http://" in line and not url:
-                    url = line.split("listening on ", 1)[1].strip()
-                    listening.set()
+                self.stderr.append(line)
+                if "listening on http://" in line and not self.url:
+                    self.url = line.split("listening on ", 1)[1].strip()
+                    self.listening.set()
                 if "shutting down: no new calls" in line:
-                    draining.set()
+                    self.draining.set()
 
+
+@asynccontextmanager
+async def served(fake: FakeProvider, tmp_path: Path, **env: Any) -> AsyncIterator[ServedProcess]:
+    """The server started (its URL known), in a task group that reads its stderr; killed on
+    exit if it has not exited by itself."""
+    process = await anyio.open_process(
+        [sys.executable, "-m", "exai_mcp", "serve", "--http", "--port", "0"],
+        env=_server_env(fake, tmp_path, **env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+    )
+    running = ServedProcess(process)
     try:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(read_stderr)
+            tg.start_soon(running.read_stderr)
             with anyio.fail_after(20):
-                await listening.wait()
-            reply: dict[str, Any] = {}
-            async with (
-                httpx2.AsyncClient(base_url=url, timeout=15) as http,
-                Client(f"{url}/mcp") as client,
-            ):
-                # The client checks a result against the tool's outputSchema, fetching the list
-                # first if it has none: fetched now, not while the server is shutting down.
-                await client.list_tools()
-
-                async def over_rest() -> None:
-                    reply["rest"] = await http.post("/api/v1/execute", json=call_body("slow"))
-
-                async def over_mcp() -> None:
-                    reply["mcp"] = await client.call_tool("analyze", {"text": "slow too"})
-
-                tg.start_soon(over_rest)
-                tg.start_soon(over_mcp)
-                await fake.wait_for_active(2, timeout=10)
-                process.send_signal(signal.SIGTERM)
-                with anyio.fail_after(10):  # the server logs that it drains
-                    await draining.wait()
-                try:
-                    late = await httpx2.AsyncClient(base_url=url, timeout=5).post(
-                        "/api/v1/execute", json=call_body("late")
-                    )
-                    reply["late"] = late.status_code
-                except httpx2.TransportError:  # no longer accepting connections
-                    reply["late"] = "refused"
-                with anyio.fail_after(20):
-                    code = await process.wait()
+                await running.listening.wait()
+            yield running
     finally:
         if process.returncode is None:
             process.kill()
             with anyio.move_on_after(5):
                 await process.wait()
+
+
+async def test_sigterm_lets_calls_in_flight_finish_refuses_new_ones_then_exits_0(
+    fake: FakeProvider, tmp_path: Path
+):
+    fake.latency = 1.5
+    reply: dict[str, Any] = {}
+    async with (
+        served(fake, tmp_path) as server,
+        anyio.create_task_group() as tg,
+        httpx2.AsyncClient(base_url=server.url, timeout=15) as http,
+        Client(f"{server.url}/mcp") as client,
+    ):
+        # The client checks a result against the tool's outputSchema, fetching the list
+        # first if it has none: fetched now, not while the server is shutting down.
+        await client.list_tools()
+
+        async def over_rest() -> None:
+            reply["rest"] = await http.post("/api/v1/execute", json=call_body("slow"))
+
+        async def over_mcp() -> None:
+            reply["mcp"] = await client.call_tool("analyze", {"text": "slow too"})
+
+        tg.start_soon(over_rest)
+        tg.start_soon(over_mcp)
+        await fake.wait_for_active(2, timeout=10)
+        server.process.send_signal(signal.SIGTERM)
+        with anyio.fail_after(10):  # the server logs that it drains
+            await server.draining.wait()
+        try:
+            late = await httpx2.AsyncClient(base_url=server.url, timeout=5).post(
+                "/api/v1/execute", json=call_body("late")
+            )
+            reply["late"] = late.status_code
+        except httpx2.TransportError:  # no longer accepting connections
+            reply["late"] = "refused"
+        with anyio.fail_after(20):
+            code = await server.process.wait()
     assert reply["rest"].status_code == 200, reply["rest"].text
     assert reply["rest"].json()["isError"] is False
     assert not reply["mcp"].is_error
     assert reply["late"] in (503, "refused")
-    assert code == 0, "\n".join(stderr)
+    assert code == 0, "\n".join(server.stderr)
     assert fake.chat_count == 2
     assert fake.disconnects == 0
+
+
+async def test_calls_still_running_when_the_grace_ends_get_an_answer_saying_so(
+    fake: FakeProvider, tmp_path: Path
+):
+    fake.hold()  # never answers: every call outlives the grace
+    cut = "the server shut down before this call finished (it had 1 s, EXAI_SHUTDOWN_GRACE_SECS)"
+    reply: dict[str, Any] = {}
+    async with (
+        served(fake, tmp_path, EXAI_SHUTDOWN_GRACE_SECS=1) as server,
+        anyio.create_task_group() as tg,
+        httpx2.AsyncClient(base_url=server.url, timeout=15) as http,
+        Client(f"{server.url}/mcp") as client,
+    ):
+        await client.list_tools()
+
+        async def over_rest() -> None:
+            reply["rest"] = await http.post("/api/v1/execute", json=call_body("held"))
+
+        async def over_sse() -> None:
+            headers = {"Accept": "text/event-stream"}
+            body = call_body("held too")
+            reply["sse"] = await http.post("/api/v1/execute", json=body, headers=headers)
+
+        async def over_mcp() -> None:
+            reply["mcp"] = await client.call_tool("analyze", {"text": "held as well"})
+
+        for caller in (over_rest, over_sse, over_mcp):
+            tg.start_soon(caller)
+        await fake.wait_for_requests(3, timeout=10)
+        server.process.send_signal(signal.SIGTERM)
+        with anyio.fail_after(20):
+            code = await server.process.wait()
+    fake.release()
+    assert reply["rest"].status_code == 503
+    assert reply["rest"].json()["content"][0]["text"].startswith(cut)
+    result_event = reply["sse"].text.split("event: result\ndata: ", 1)[1]
+    assert json.loads(result_event)["content"][0]["text"].startswith(cut)
+    assert reply["mcp"].is_error and reply["mcp"].content[0].text.startswith(cut)
+    assert code == 0
+    assert not [line for line in server.stderr if "Traceback" in line], server.stderr
+
+
+async def test_a_stalled_upload_is_cut_off_and_is_no_call_in_flight(
+    fake: FakeProvider, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(http_transport, "BODY_TIMEOUT", 1.0)
+    async with http_server(settings_for(fake, tmp_path)) as srv:
+        stream = await anyio.connect_tcp("127.0.0.1", srv.port)
+        async with stream:
+            await stream.send(
+                b"POST /api/v1/execute HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+                b'{"tool": "'
+            )
+            await wait_until(lambda: srv.state.open_requests == 1, timeout=5)
+            assert srv.state.calls_in_flight == 0  # a drain would not wait for it
+            with anyio.fail_after(10):
+                answer = await stream.receive()
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line == b"HTTP/1.1 408 Request Timeout"
+    assert b"did not arrive within 1 s" in rest
+    assert fake.chat_count == 0
 
 
 async def test_each_call_names_its_client_to_the_pipeline(

@@ -34,7 +34,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Generator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from types import FrameType
@@ -51,7 +51,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from exai_mcp import __version__
 from exai_mcp.config import Settings
@@ -69,6 +69,7 @@ from exai_mcp.observability.logs import announce
 from exai_mcp.observability.metrics import metrics_registry
 from exai_mcp.server import (
     TOOLS,
+    Outcome,
     build_server,
     dispatch,
     error_result,
@@ -148,6 +149,27 @@ class HttpState:
     """POST requests being served: REST calls and MCP requests (a tools/call until answered)."""
     open_requests: int = 0
     """Requests being served but /health: calls, and the SSE streams MCP sessions hold open."""
+    running: set[anyio.CancelScope] = field(default_factory=set)
+    """The calls running now, each under a scope the shutdown cancels once its grace is over."""
+
+    @contextmanager
+    def until_shutdown(self) -> Iterator[anyio.CancelScope]:
+        """Run a call so that the end of the shutdown grace cancels it; the caller then
+        answers SHUT_DOWN_MID_CALL (`scope.cancelled_caught`) instead of a cut response."""
+        with anyio.CancelScope() as scope:
+            self.running.add(scope)
+            try:
+                yield scope
+            finally:
+                self.running.discard(scope)
+
+    def shut_down_mid_call(self) -> Outcome:
+        grace = self.settings.shutdown_grace
+        return Outcome(
+            error_result(SHUT_DOWN_MID_CALL.format(grace=grace)),
+            BusyError(SHUT_DOWN_MID_CALL.format(grace=grace)),
+        )
+
     last_request: float = field(default_factory=time.monotonic)
     """When the last such request ended (or started): how long the server has been idle."""
 
@@ -222,13 +244,49 @@ class Guard:
         state = self.state
         is_call = scope["method"] == "POST"  # REST calls and MCP requests (a tools/call lasts)
         state.open_requests += 1
-        state.calls_in_flight += is_call
         try:
-            await self.app(scope, receive, send)
+            if is_call:
+                # A call counts as in flight once its body is here: a client that stalls
+                # mid-upload is cut off with a 408, and holds up neither a drain nor the app.
+                body = await self._whole_body(receive, send, headers)
+                if body is None:
+                    return
+                state.calls_in_flight += 1
+                try:
+                    await self.app(scope, _replaying(body, receive), send)
+                finally:
+                    state.calls_in_flight -= 1
+            else:
+                await self.app(scope, receive, send)
         finally:
-            state.calls_in_flight -= is_call
             state.open_requests -= 1
             state.last_request = time.monotonic()
+
+    async def _whole_body(self, receive: Receive, send: Send, headers: Headers) -> bytes | None:
+        """The request body, or None once the client left or was answered 408 or 413."""
+        limit = self.state.settings.http_max_body_bytes
+        with anyio.move_on_after(BODY_TIMEOUT) as waited:
+            try:
+                return await read_body(receive, headers, limit)
+            except BodyTooLarge:
+                await send_json(
+                    send,
+                    413,
+                    error_json(
+                        f"request body over {limit} bytes (EXAI_HTTP_MAX_BODY_BYTES); send file "
+                        "paths in 'files' instead of their contents"
+                    ),
+                    {"Connection": "close"},
+                )
+                return None
+        if waited.cancelled_caught:
+            await send_json(
+                send,
+                408,
+                error_json(f"the request body did not arrive within {BODY_TIMEOUT:g} s"),
+                {"Connection": "close"},
+            )
+        return None
 
     def _authorized(self, headers: Headers) -> bool:
         assert self._token is not None
@@ -239,6 +297,10 @@ class Guard:
 
 
 SHUTTING_DOWN = "the server is shutting down; retry the call against a running server"
+SHUT_DOWN_MID_CALL = (
+    "the server shut down before this call finished (it had {grace:g} s, "
+    "EXAI_SHUTDOWN_GRACE_SECS); retry the call against a running server"
+)
 
 
 class RefuseCallsWhileDraining:
@@ -249,12 +311,36 @@ class RefuseCallsWhileDraining:
         self.state = state
 
     async def __call__(self, ctx: Any, call_next: Any) -> Any:
-        if self.state.draining and ctx.method == "tools/call" and ctx.request_id is not None:
+        if ctx.method != "tools/call" or ctx.request_id is None:
+            return await call_next(ctx)
+        if self.state.draining:
             return error_result(SHUTTING_DOWN)
-        return await call_next(ctx)
+        with self.state.until_shutdown() as shutdown:
+            return await call_next(ctx)
+        assert shutdown.cancelled_caught  # only a cancelled scope gets here
+        return self.state.shut_down_mid_call().result
 
 
 DRAIN_CAP = 64 << 20  # bytes of an over-size body read and dropped, so the client sees the 413
+BODY_TIMEOUT = 30.0  # seconds a request body may take to arrive, whole
+CUT_CALLS_ANSWER_TIME = 2.0  # seconds the calls cancelled at the end of the grace get to answer
+
+
+def _replaying(body: bytes, receive: Receive) -> Receive:
+    """`receive` for the app once the body is read: the body, then the connection's own
+    messages (a disconnect)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
 DRAIN_TIME = 5.0
 
 
@@ -322,19 +408,7 @@ class Execute:
                 error_json("send the call as JSON with 'Content-Type: application/json'"),
             )
             return
-        try:
-            body = await read_body(receive, headers, limit)
-        except BodyTooLarge:
-            await send_json(
-                send,
-                413,
-                error_json(
-                    f"request body over {limit} bytes (EXAI_HTTP_MAX_BODY_BYTES); send file "
-                    "paths in 'files' instead of their contents"
-                ),
-                {"Connection": "close"},
-            )
-            return
+        body = await read_body(receive, headers, limit)  # whole already (see Guard)
         if body is None:  # the client left before sending its call
             return
         call = parse_call(body)
@@ -375,19 +449,22 @@ class Execute:
                 }
             )
         outcome = None
-        async with anyio.create_task_group() as tg:
-            # A caller that disconnects is a cancelled caller.
-            tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope, request_id)
-            outcome = await dispatch(
-                services,
-                tool,
-                arguments,
-                client=client,
-                request_id=request_id,
-                send_progress=send_progress if streaming else None,
-                deadline=deadline,
-            )
-            tg.cancel_scope.cancel()
+        with self.state.until_shutdown() as shutdown:
+            async with anyio.create_task_group() as tg:
+                # A caller that disconnects is a cancelled caller.
+                tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope, request_id)
+                outcome = await dispatch(
+                    services,
+                    tool,
+                    arguments,
+                    client=client,
+                    request_id=request_id,
+                    send_progress=send_progress if streaming else None,
+                    deadline=deadline,
+                )
+                tg.cancel_scope.cancel()
+        if shutdown.cancelled_caught:
+            outcome = self.state.shut_down_mid_call()
         if outcome is None:  # the caller left; nobody to answer
             return
         status = status_for(outcome.failure)
@@ -633,19 +710,29 @@ class _Uvicorn(uvicorn.Server):
         self.state.draining = True
         grace = self.state.settings.shutdown_grace
         with anyio.move_on_after(grace) as waited:
-            while True:
-                if not self.state.calls_in_flight or self.force_exit:
-                    break
-                await anyio.sleep(0.05)
+            await self._calls_done()
         if waited.cancelled_caught:
             log.warning(
                 "shutting down: %d calls still running after %g s are cancelled",
                 self.state.calls_in_flight,
                 grace,
             )
+            # Each gets an answer saying so (a JSON 503, a result event, an MCP error result)
+            # rather than a connection cut by uvicorn.
+            for call in list(self.state.running):
+                call.cancel()
+            with anyio.move_on_after(CUT_CALLS_ANSWER_TIME):
+                await self._calls_done()
         AppStatus.should_exit = True
         self.config.timeout_graceful_shutdown = 1.0 if waited.cancelled_caught else grace
         await super().shutdown(sockets)
+
+    async def _calls_done(self) -> None:
+        """Return once no call is in flight (or a second Ctrl-C says stop now)."""
+        while True:  # polled: the count changes in many places, and 50 ms is plenty
+            if not self.state.calls_in_flight or self.force_exit:
+                return
+            await anyio.sleep(0.05)
 
     async def startup(self, sockets: Any = None) -> None:
         await super().startup(sockets)
