@@ -274,6 +274,11 @@ async def dispatch(
     )
 
 
+SHUTTING_DOWN = "the server is shutting down; retry the call against a running server"
+"""A call refused, never started, because its server drains: an attached shim that may spawn
+a daemon starts a new one and sends the call again."""
+
+
 def _failed(exc: BaseException) -> Outcome:
     return Outcome(error_result(user_message(exc)), exc)
 

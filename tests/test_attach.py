@@ -341,6 +341,44 @@ async def test_a_daemon_killed_during_a_call_is_an_error_within_2_s_then_the_nex
     assert len(new) == 1 and new != [old_pid]
 
 
+@needs_proc
+async def test_a_call_refused_by_a_daemon_on_its_way_out_is_sent_to_a_new_one(
+    fake: FakeProvider, tmp_path: Path
+):
+    """A daemon that drains (SIGTERM, or its idle exit) refuses new calls without starting
+    them: in spawn mode the shim waits for it to go, starts another, and sends the call again."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    params = shim_env(fake, tmp_path, url, "spawn", EXAI_SHUTDOWN_GRACE_SECS=2)
+    replies: dict[str, Any] = {}
+    async with reaped_daemons(port), Client(params) as shim:
+        with anyio.fail_after(90):
+            assert not (await shim.call_tool("analyze", {"text": "starts it"})).is_error
+            (old_pid,) = daemons_on(port)
+            fake.hold()
+            async with anyio.create_task_group() as tg:
+
+                async def call(name: str) -> None:
+                    replies[name] = await shim.call_tool("analyze", {"text": name})
+
+                tg.start_soon(call, "held past the grace")
+                await fake.wait_for_requests(2)
+                os.kill(old_pid, signal.SIGTERM)
+                async with httpx2.AsyncClient(base_url=url) as http:
+                    while True:  # polled: the daemon is another process
+                        if (await http.get("/health")).json()["status"] == "draining":
+                            break
+                        await anyio.sleep(0.02)
+                tg.start_soon(call, "sent while it drains")
+                await fake.wait_for_requests(3)  # only a new daemon sends it on
+                fake.release()
+            new = daemons_on(port)
+    assert replies["held past the grace"].is_error
+    assert "shut down before this call finished" in replies["held past the grace"].content[0].text
+    assert not replies["sent while it drains"].is_error, replies["sent while it drains"].content
+    assert len(new) == 1 and new != [old_pid]
+
+
 def test_spawn_refuses_a_daemon_url_it_cannot_start(tmp_path: Path):
     from exai_mcp.transports.daemon import Daemon
 

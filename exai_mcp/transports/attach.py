@@ -40,7 +40,14 @@ from exai_mcp import __version__
 from exai_mcp.config import Settings
 from exai_mcp.errors import DaemonUnavailable, DeadlineExceeded, ExaiError, user_message
 from exai_mcp.middleware.progress import SendProgress
-from exai_mcp.server import INSTRUCTIONS, TOOLS, asked_for_progress, error_result, tool_definition
+from exai_mcp.server import (
+    INSTRUCTIONS,
+    SHUTTING_DOWN,
+    TOOLS,
+    asked_for_progress,
+    error_result,
+    tool_definition,
+)
 from exai_mcp.transports.daemon import Daemon
 from exai_mcp.transports.intake import SessionIntake
 from exai_mcp.transports.stdio import stdio_session
@@ -79,12 +86,20 @@ class DaemonLink:
     ) -> CallToolResult:
         """The daemon's result for one call; DaemonUnavailable or DeadlineExceeded otherwise."""
         request = CallToolRequest(params=CallToolRequestParams(name=name, arguments=arguments))
-        with anyio.move_on_after(self.shim_timeout):
-            return await self._reach(
-                lambda client: client.session.send_request(
-                    request, CallToolResult, progress_callback=send_progress
-                )
+
+        def send(client: Client) -> Any:
+            return client.session.send_request(
+                request, CallToolResult, progress_callback=send_progress
             )
+
+        with anyio.move_on_after(self.shim_timeout):
+            result = await self._reach(send)
+            if self.mode == "spawn" and _refused_while_draining(result):
+                # The daemon was exiting (idle) and never started the call: start another.
+                async with self._starting:
+                    await self.daemon.start()
+                result = await self._reach(send)
+            return result
         raise DeadlineExceeded(self._too_slow())
 
     async def list_tools(self) -> ListToolsResult:
@@ -255,3 +270,11 @@ async def choose_and_serve(settings: Settings) -> bool:
 
 
 __all__ = ["DaemonLink", "build_shim_server", "choose_and_serve", "serve_attached"]
+
+
+def _refused_while_draining(result: CallToolResult) -> bool:
+    return bool(
+        result.is_error
+        and result.content
+        and getattr(result.content[0], "text", None) == SHUTTING_DOWN
+    )

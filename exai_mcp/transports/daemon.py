@@ -37,6 +37,7 @@ log = logging.getLogger("exai_mcp.daemon")
 
 PROBE_TIMEOUT = 1.0  # seconds one /health probe may take: an answering daemon takes ms
 START_TIMEOUT = 30.0  # seconds a spawned daemon gets to answer /health
+DRAIN_WAIT = 10.0  # seconds a draining daemon gets to exit before a new one is started
 LOCK_TIMEOUT = START_TIMEOUT + 5.0  # seconds to wait for another process's start to finish
 POLL_INTERVAL = 0.05  # between /health probes while a daemon starts, and lock attempts
 
@@ -88,14 +89,29 @@ class Daemon:
         return headers
 
     async def answers(self) -> bool:
-        """Whether an exai-mcp server answers GET /health here (healthy or not), within 1 s."""
+        """Whether an exai-mcp server that takes calls answers GET /health here (healthy or
+        not), within 1 s: one that drains on its way out does not count."""
+        return await self.health_status() not in (None, "draining")
+
+    async def health_status(self) -> str | None:
+        """The `status` an exai-mcp server's /health gives here, or None when none answers."""
         try:
             async with httpx2.AsyncClient(timeout=PROBE_TIMEOUT) as http:
                 response = await http.get(f"{self.url}/health")
             body = response.json()
         except (httpx2.HTTPError, ValueError):
-            return False
-        return isinstance(body, dict) and "status" in body and "version" in body
+            return None
+        if isinstance(body, dict) and "status" in body and "version" in body:
+            return str(body["status"])
+        return None
+
+    async def _gone_once_drained(self) -> None:
+        """Wait (bounded) for a daemon that drains to let go of the port."""
+        with anyio.move_on_after(DRAIN_WAIT):
+            while True:  # polled: another process, nothing to wait on but its /health
+                if await self.health_status() != "draining":
+                    return
+                await anyio.sleep(POLL_INTERVAL)
 
     async def start(self) -> None:
         """Make a daemon answer at `url`: start one unless another process did or does.
@@ -108,6 +124,7 @@ class Daemon:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         lock_path = self.state_dir / f"daemon-{self.port}.lock"
         async with _exclusive(lock_path):
+            await self._gone_once_drained()  # one exiting (idle) still holds the port
             if await self.answers():  # another window started it while we waited
                 return
             pid = await anyio.to_thread.run_sync(self._launch)

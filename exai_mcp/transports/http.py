@@ -68,6 +68,7 @@ from exai_mcp.observability.endpoint import MetricsEndpoint
 from exai_mcp.observability.logs import announce
 from exai_mcp.observability.metrics import metrics_registry
 from exai_mcp.server import (
+    SHUTTING_DOWN,
     TOOLS,
     Outcome,
     build_server,
@@ -296,7 +297,6 @@ class Guard:
         )
 
 
-SHUTTING_DOWN = "the server is shutting down; retry the call against a running server"
 SHUT_DOWN_MID_CALL = (
     "the server shut down before this call finished (it had {grace:g} s, "
     "EXAI_SHUTDOWN_GRACE_SECS); retry the call against a running server"
