@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -61,11 +62,13 @@ def parser() -> argparse.ArgumentParser:
         "--host", help="address to bind with --http (default EXAI_HTTP_HOST, 127.0.0.1)"
     )
     serve.add_argument(
-        "--port", type=int, help="port to bind with --http (default EXAI_HTTP_PORT, 8079; 0: any)"
+        "--port",
+        type=_port,
+        help="port to bind with --http (default EXAI_HTTP_PORT, 8079; 0: any)",
     )
     serve.add_argument(
         "--idle-exit",
-        type=float,
+        type=_seconds(allow_zero=True),
         metavar="SECS",
         help="with --http: exit after SECS with no call and no open request (what a daemon "
         "started by EXAI_DAEMON=spawn runs with; default: never)",
@@ -76,12 +79,39 @@ def parser() -> argparse.ArgumentParser:
     )
     doctor.add_argument(
         "--timeout",
-        type=float,
+        type=_seconds(allow_zero=False),
         default=5.0,
         metavar="SECS",
         help="seconds allowed for each provider check (default 5)",
     )
     return p
+
+
+def _port(text: str) -> int:
+    """A port for argparse: what EXAI_HTTP_PORT allows, refused with the same clarity."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535)") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (0-65535)")
+    return port
+
+
+def _seconds(*, allow_zero: bool) -> Callable[[str], float]:
+    """Seconds for argparse: a finite number, above 0 (or 0 too, when it means 'never')."""
+    rule = "a finite number >= 0; 0 means never" if allow_zero else "a finite number > 0"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds ({rule})")
+        return value
+
+    return parse
 
 
 def load_or_exit() -> Settings:

@@ -41,7 +41,8 @@ from pydantic import (
     field_validator,
 )
 
-from exai_mcp.errors import ConfigError
+from exai_mcp.errors import ConfigError, InputError
+from exai_mcp.providers.catalog import ModelCatalog
 from exai_mcp.providers.registry import GLM, KIMI, PROVIDERS, SPECS, ProviderSpec
 from exai_mcp.redact import redact_url
 
@@ -65,7 +66,10 @@ class Settings(BaseModel):
     `Settings.from_environment()` reads them; `Settings(field=value)` builds settings in code.
     """
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+    # No inf or nan: every float here is a time or a rate, and nan compares false with all.
+    model_config = ConfigDict(
+        extra="ignore", populate_by_name=True, frozen=True, allow_inf_nan=False
+    )
 
     log_level: str = Field("INFO", validation_alias=_env("EXAI_LOG_LEVEL"))
     log_format: str = Field(
@@ -309,6 +313,18 @@ class Settings(BaseModel):
             )
         return url
 
+    @field_validator("default_model")
+    @classmethod
+    def _known_default_model(cls, value: str) -> str:
+        # Checked now: otherwise every `auto` call fails, blaming an argument nobody sent.
+        name = value.strip()
+        every_provider = ModelCatalog({spec.name: spec.model_default for spec in PROVIDERS})
+        try:
+            every_provider.resolve(name)
+        except InputError as exc:
+            raise ValueError(str(exc).removeprefix(f"model: {name!r} ")) from None
+        return name
+
     @field_validator("http_token", mode="before")
     @classmethod
     def _token_as_sent(cls, value: Any) -> Any:
@@ -330,11 +346,24 @@ class Settings(BaseModel):
     @classmethod
     def _redis_scheme(cls, value: SecretStr | None) -> SecretStr | None:
         # The message never quotes the URL: it may hold a password.
-        if value is not None:
-            scheme = value.get_secret_value().partition("://")[0].lower()
-            if scheme not in ("redis", "rediss", "unix"):
-                raise ValueError("must start with redis://, rediss:// (TLS) or unix://")
-        return value
+        if value is None:
+            return value
+        url = value.get_secret_value().strip()
+        scheme = url.partition("://")[0].lower()
+        if scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must start with redis://, rediss:// (TLS) or unix://")
+        try:
+            parts = urlsplit(url)
+            port = parts.port  # ValueError for a port that is no number or out of range
+        except ValueError:
+            raise ValueError(
+                "is not a valid URL (check the host, a [bracketed] IPv6 address, and the "
+                "port, 0-65535), like redis://:PASSWORD@127.0.0.1:6379/0"
+            ) from None
+        if scheme == "unix" and not parts.path:
+            raise ValueError("must name the socket's path, like unix:///run/redis/redis.sock")
+        del port  # checked above; redis-py fills in a missing host and port
+        return SecretStr(url)
 
     @field_validator("allowed_roots", mode="before")
     @classmethod
@@ -451,8 +480,14 @@ def _pick_variables(
     sources: Sequence[Mapping[str, str | None]],
 ) -> tuple[dict[str, str], dict[str, str]]:
     """The raw value of each field's variable, keyed by that variable, and which variable each
-    field was read from. Sources in order of precedence; names in any case; empty is unset."""
-    folded = [{name.upper(): value for name, value in s.items() if value} for s in sources]
+    field was read from. Sources in order of precedence; names in any case.
+
+    The first source that names a field's variable decides it, even with an empty value: an
+    empty value is unset, so `KIMI_API_KEY=` in the environment turns off a key in .env.
+    """
+    folded = [
+        {name.upper(): value for name, value in s.items() if value is not None} for s in sources
+    ]
     values: dict[str, str] = {}
     variables: dict[str, str] = {}
     for field_name, field in Settings.model_fields.items():
@@ -461,11 +496,14 @@ def _pick_variables(
             continue
         names = [str(choice) for choice in alias.choices]
         for source in folded:
-            variable = next((name for name in names if name in source), None)
+            named = [name for name in names if name in source]
+            if not named:
+                continue
+            variable = next((name for name in named if source[name]), None)
             if variable is not None:
                 values[variable] = source[variable]
                 variables[field_name] = variable
-                break
+            break
     return values, variables
 
 

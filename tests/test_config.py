@@ -23,6 +23,16 @@ def test_dotenv_file_is_read_and_real_variables_win(
     assert settings.max_inflight == 9
 
 
+@pytest.mark.parametrize("variable", ["KIMI_API_KEY", "MOONSHOT_API_KEY"])
+def test_an_empty_variable_turns_off_what_the_env_file_sets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    """The README's way to turn a provider off: `KIMI_API_KEY=""` in the client's env."""
+    (tmp_path / ".env").write_text("KIMI_API_KEY=from-file\n")
+    monkeypatch.setenv(variable, "")
+    assert load_settings().kimi_api_key is None
+
+
 def test_exai_env_file_names_another_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     other = tmp_path / "prod.env"
     other.write_text("KIMI_DEFAULT_MODEL=kimi-k2-turbo-preview\n")

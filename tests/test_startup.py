@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from fake_provider import FakeProvider
 from mcp import Client
 
@@ -17,7 +18,7 @@ START_WAIT = 30.0  # seconds; with stdin closed the server reads EOF and exits a
 EXIT_CONFIG = 2
 
 
-def start(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+def start(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """Run the server with stdin closed: it validates its settings, starts, and exits on EOF."""
     full_env = {
         "PATH": os.environ.get("PATH", ""),
@@ -26,7 +27,7 @@ def start(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
         **env,
     }
     return subprocess.run(
-        [sys.executable, "-m", "exai_mcp"],
+        [sys.executable, "-m", "exai_mcp", *args],
         env=full_env,
         cwd=cwd,
         stdin=subprocess.DEVNULL,
@@ -62,6 +63,53 @@ def test_a_bad_number_exits_2_naming_the_variable(tmp_path: Path) -> None:
     assert run.returncode == EXIT_CONFIG, run.stderr
     assert "EXAI_MAX_INFLIGHT='0'" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "problem"),
+    [
+        ("WORKFLOW_TOOL_TIMEOUT_SECS", "inf", "Input should be a finite number"),
+        ("KIMI_TIMEOUT_SECS", "nan", "Input should be a finite number"),
+        ("EXAI_DEFAULT_MODEL", "bogus", "is not a known model. Use 'auto', one of"),
+    ],
+)
+def test_a_value_no_call_could_use_stops_start_up_naming_the_variable(
+    tmp_path: Path, variable: str, value: str, problem: str
+) -> None:
+    run = start({variable: value}, tmp_path)
+
+    assert run.returncode == EXIT_CONFIG, run.stderr
+    assert f"{variable}={value!r}: {problem}" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://:pw-SECRET@127.0.0.1:notaport", "redis://127.0.0.1:99999", "redis://[::1"]
+)
+def test_a_malformed_redis_url_stops_start_up_without_showing_it(tmp_path: Path, url: str) -> None:
+    run = start({"EXAI_REDIS_URL": url}, tmp_path)
+
+    assert run.returncode == EXIT_CONFIG, run.stderr
+    assert "EXAI_REDIS_URL=(hidden): is not a valid URL" in run.stderr
+    assert "SECRET" not in run.stderr and "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (("serve", "--http", "--port", "99999"), "argument --port: 99999 is not a port number"),
+        (("serve", "--http", "--idle-exit", "nan"), "argument --idle-exit: 'nan' is not a number"),
+        (("serve", "--http", "--idle-exit", "-5"), "argument --idle-exit: '-5' is not a number"),
+        (("doctor", "--timeout", "0"), "argument --timeout: '0' is not a number of seconds"),
+    ],
+)
+def test_command_line_values_are_checked_like_their_variables(
+    tmp_path: Path, args: tuple[str, ...], problem: str
+) -> None:
+    run = start({}, tmp_path, *args)
+
+    assert run.returncode == EXIT_CONFIG, run.stderr
+    assert problem in run.stderr and "Traceback" not in run.stderr
 
 
 def test_allowed_root_that_does_not_exist_is_warned_about_and_the_server_starts(
