@@ -8,7 +8,13 @@ production. The server is the real one over in-memory JSON-RPC, so the SDK's own
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -184,3 +190,51 @@ async def test_a_rest_call_gets_a_root_span_of_its_own_and_its_log_line_the_trac
     assert parent_of(sharing) == root.context.span_id
     (line,) = [r for r in caplog.records if r.getMessage() == "call finished"]
     assert line.trace_id == format(root.context.trace_id, "032x")  # type: ignore[attr-defined]
+
+
+def test_a_dead_collector_does_not_hold_up_the_exit(tmp_path: Path) -> None:
+    """MCP clients kill a server that takes over about 2 s to exit once its stdin closes; the
+    SDK's own exit hook waited out the exporter's retries (10 s against this collector)."""
+    collector = socket.create_server(("127.0.0.1", 0))  # accepts, never answers
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path),
+        "EXAI_STATE_DB": ":memory:",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector.getsockname()[1]}",
+    }
+    hello = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "test", "version": "1"},
+        },
+    }
+    with (
+        collector,
+        subprocess.Popen(
+            [sys.executable, "-m", "exai_mcp"],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        ) as server,
+    ):
+        assert server.stdin is not None and server.stdout is not None
+        for message in (
+            hello,
+            {"jsonrpc": "2.0", "method": "notifications/initialized"},
+            {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+        ):
+            server.stdin.write(json.dumps(message).encode() + b"\n")
+        server.stdin.flush()
+        assert b'"id":1' in server.stdout.readline()
+        assert b'"id":2' in server.stdout.readline()  # spans are queued for export now
+        closed = time.monotonic()
+        server.stdin.close()
+        code = server.wait(timeout=30)
+        took = time.monotonic() - closed
+    assert code == 0
+    assert took < 5, f"exit took {took:.1f} s"

@@ -9,6 +9,8 @@ the trace context in the request's `_meta`; the pipeline's spans are its childre
 
 from __future__ import annotations
 
+import atexit
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -18,6 +20,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from exai_mcp.observability.tracing import Attributes, Span
+
+EXIT_FLUSH_SECS = 1.0
 
 KINDS = {
     "internal": SpanKind.INTERNAL,
@@ -109,8 +113,19 @@ def install(*, version: str = "") -> OtelTracing:
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
         provider = TracerProvider(
-            resource=Resource.create({"service.name": "exai-mcp", "service.version": version})
+            resource=Resource.create({"service.name": "exai-mcp", "service.version": version}),
+            shutdown_on_exit=False,  # see _flush_at_exit
         )
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
         trace.set_tracer_provider(provider)
+        atexit.register(_flush_at_exit, provider, EXIT_FLUSH_SECS)
     return OtelTracing(provider.get_tracer("exai_mcp", version))
+
+
+def _flush_at_exit(provider: TracerProvider, seconds: float) -> None:
+    """Send the spans still queued, for `seconds` at most: the SDK's own exit hook waits out
+    the exporter's timeout and retries (7-10 s against a dead collector), and an MCP client
+    kills a server that takes over about 2 s to exit."""
+    flush = threading.Thread(target=provider.shutdown, name="otel-exit-flush", daemon=True)
+    flush.start()
+    flush.join(seconds)
