@@ -322,3 +322,66 @@ async def test_a_breaker_opened_on_one_server_is_open_on_the_other(
                 pytest.fail("the provider must not be called")
         await there.refresh()
         assert not there.available()
+
+
+# ----------------------------------------------------------------------------- reconnection
+
+
+async def test_once_redis_is_back_no_connection_of_the_old_one_degrades_the_state_again(
+    own_redis: RedisServer, redis_prefix: str
+) -> None:
+    """Connections pooled before a restart died with it; recovery must not hand them out."""
+    at_once = 5
+
+    async def blocking_reads(link: RedisLink) -> None:  # each holds its own connection
+        async with anyio.create_task_group() as tg:
+            for n in range(at_once):
+                tg.start_soon(link.run, lambda r, n=n: r.blpop([f"{redis_prefix}none{n}"], 0.2))
+
+    async with link_to(own_redis.url, redis_prefix) as link:
+        await blocking_reads(link)  # the pool now holds `at_once` connections
+        own_redis.restart()
+        with pytest.raises(SharedUnavailable):
+            await link.run(lambda r: r.ping())
+        with anyio.fail_after(10):
+            while True:  # polled: the link reconnects in the background on its own schedule
+                if not link.degraded:
+                    break
+                await anyio.sleep(0.05)
+        failures = link.failures
+        await blocking_reads(link)
+        assert not link.degraded
+        assert link.failures == failures
+
+
+async def test_a_waiter_that_went_degraded_leaves_the_shared_line_once_redis_is_back(
+    redis_server: RedisServer, redis_prefix: str
+) -> None:
+    """Its place would otherwise hold up every server's waiters until its heartbeat lapsed."""
+    async with link_to(redis_server.url, redis_prefix, lease=5) as a, link_to(redis_server.url, redis_prefix, lease=5) as b:  # fmt: skip
+        holding = SharedLimiter(a, TrackedLimiter("kimi", 1))
+        waiting = SharedLimiter(b, TrackedLimiter("kimi", 1))
+        queued = anyio.Event()
+        async with holding.hold(Holder("r1", "analyze", "kimi"), Deadline.after(10)):
+            async with anyio.create_task_group() as tg:
+
+                async def wait_in_line() -> None:
+                    holder = Holder("r2", "analyze", "kimi")
+                    on_wait = lambda _message: queued.set()  # noqa: E731
+                    async with waiting.hold(holder, Deadline.after(10), on_wait):
+                        pass  # admitted in-process once its link went degraded
+
+                tg.start_soon(wait_in_line)
+                await queued.wait()
+                assert (await holding.snapshot())["waiting"] == 1
+                b.mark_failed(ConnectionError("a blip"))  # Redis itself stays up
+                # Wake the waiter now (as a release would): it finds its link degraded and
+                # goes on in-process, long before the link reconnects (0.2 s).
+                await a.client.publish(waiting._channel, "wake")
+            with anyio.fail_after(10):
+                while True:  # polled: the link reconnects in the background on its own schedule
+                    if not b.degraded:
+                        break
+                    await anyio.sleep(0.05)
+            assert waiting.degraded_admits == 1
+            assert (await holding.snapshot())["waiting"] == 0

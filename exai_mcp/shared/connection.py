@@ -22,6 +22,7 @@ import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from typing import Any, TypeVar
 
 import anyio
@@ -37,6 +38,7 @@ from exai_mcp.redact import redact_url
 T = TypeVar("T")
 log = logging.getLogger("exai_mcp.shared")
 
+MAX_TIDY_UPS = 1000  # tidy-ups kept for the reconnection; older ones lapse by themselves
 RECONNECT_FIRST = 0.2  # seconds before the first reconnection attempt; doubles up to the cap
 RECONNECT_CAP = 2.0
 # What a failed Redis operation can raise: its own errors, sockets, or our time limit.
@@ -54,6 +56,7 @@ class RedisLink:
         "_reconnecting",
         "_serials",
         "_tg",
+        "_tidy_ups",
         "degraded_since",
         "failures",
         "identity",
@@ -82,6 +85,7 @@ class RedisLink:
         self._reconnecting = False
         self._leases: dict[int, Callable[[aioredis.Redis], Awaitable[Any]]] = {}
         self._serials = itertools.count(1)
+        self._tidy_ups: list[tuple[float, Callable[[aioredis.Redis], Awaitable[Any]]]] = []
 
     # -- life ---------------------------------------------------------------------------
 
@@ -152,15 +156,34 @@ class RedisLink:
                 await anyio.sleep(pause)
                 try:
                     with anyio.fail_after(self.timeout):
+                        # The pool's connections died with the old Redis: each would fail its
+                        # next command once and degrade the state again. Fresh ones only.
+                        await self._client.connection_pool.disconnect()
                         await self._client.ping()
                 except FAILURES:
                     pause = min(pause * 2, RECONNECT_CAP)
                     continue
+                await self._tidy_up()  # before anyone queues again
                 self.degraded_since = None
                 log.warning("Redis at %s answers again; state is shared again", self.url)
                 return
         finally:
             self._reconnecting = False
+
+    def tidy_up_later(self, op: Callable[[aioredis.Redis], Awaitable[Any]]) -> None:
+        """Run `op` once Redis answers again, if that is within a lease: what a caller that
+        went degraded left behind (its place in a shared line) would hold up the others."""
+        self._tidy_ups.append((anyio.current_time(), op))
+        del self._tidy_ups[:-MAX_TIDY_UPS]
+
+    async def _tidy_up(self) -> None:
+        due, self._tidy_ups = self._tidy_ups, []
+        now = anyio.current_time()
+        for queued_at, op in due:
+            if now - queued_at > self.lease:  # lapsed by itself meanwhile
+                continue
+            with anyio.move_on_after(self.timeout), suppress(*FAILURES):
+                await op(self._client)
 
     # -- leases -------------------------------------------------------------------------
 

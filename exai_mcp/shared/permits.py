@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
@@ -210,6 +210,8 @@ class SharedLimiter:
             )
         except SharedUnavailable:
             self.degraded_admits += 1
+            # Our place in the line stays until its heartbeat lapses; leave it once Redis is back.
+            self.link.tidy_up_later(self._leaving(token))
             return False
         except BaseException:
             await self._give_back(token)  # our place in line, or a permit taken as we left
@@ -226,11 +228,13 @@ class SharedLimiter:
     async def _give_back(self, token: str) -> None:
         # If Redis cannot serve, the lease lapses by itself.
         with anyio.CancelScope(shield=True), suppress(SharedUnavailable):
-            await self.link.run(
-                lambda r: self._release(
-                    keys=self._keys()[:3], args=[token, self._wait_prefix, self._channel]
-                )
-            )
+            await self.link.run(self._leaving(token))
+
+    def _leaving(self, token: str) -> Callable[[Any], Awaitable[Any]]:
+        """The Redis operation that gives back `token`'s permit, or its place in the line."""
+        return lambda r: self._release(
+            keys=self._keys()[:3], args=[token, self._wait_prefix, self._channel]
+        )
 
     async def snapshot(self) -> dict[str, Any]:
         """Permits in use on every server, and who holds them (for status and /health)."""
