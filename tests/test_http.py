@@ -121,6 +121,9 @@ async def test_bad_requests_are_4xx_json_errors_and_the_server_stays_healthy(
             "missing tool": await http.post(url, json={"arguments": {"text": "t"}}),
             "non-object arguments": await http.post(url, json={"tool": "analyze", "arguments": []}),
             "not an object": await http.post(url, json=["analyze"]),
+            "misspelt arguments": await http.post(
+                url, json={"tool": "analyze", "argumnts": {"text": "t"}}
+            ),
             "text/plain": await http.post(
                 url, content=b"{}", headers={"content-type": "text/plain"}
             ),
@@ -145,6 +148,7 @@ async def test_bad_requests_are_4xx_json_errors_and_the_server_stays_healthy(
         "missing tool": 400,
         "non-object arguments": 400,
         "not an object": 400,
+        "misspelt arguments": 400,
         "text/plain": 415,
         "unknown tool": 404,
         "lone surrogate": 400,
@@ -155,6 +159,12 @@ async def test_bad_requests_are_4xx_json_errors_and_the_server_stays_healthy(
         assert reply.json()["isError"] is True and reply.json()["content"][0]["text"]
     assert "EXAI_HTTP_MAX_BODY_BYTES" in cases["20 MB"].json()["content"][0]["text"]
     assert "'tool'" in cases["missing tool"].json()["content"][0]["text"]
+    assert "got an array" in cases["non-object arguments"].json()["content"][0]["text"]
+    assert (
+        cases["misspelt arguments"]
+        .json()["content"][0]["text"]
+        .startswith("unknown field 'argumnts': expected")
+    )
     assert "'nope'" in cases["unknown tool"].json()["content"][0]["text"]
     assert "analyze" in cases["unknown tool"].json()["content"][0]["text"]
     assert "temperature" in cases["invalid arguments"].json()["content"][0]["text"]
@@ -195,6 +205,7 @@ async def test_a_provider_failure_is_502_and_no_provider_configured_is_503(
         unconfigured = await http.post("/api/v1/execute", json=call_body("q"))
         health = await http.get("/health")
     assert unconfigured.status_code == 503 and unconfigured.json()["isError"] is True
+    assert "retry-after" not in unconfigured.headers  # a retry cannot help until a restart
     assert health.status_code == 503 and health.json()["status"] == "no provider configured"
 
 

@@ -473,7 +473,8 @@ class Execute:
             body["status"] = status
             await send({"type": "http.response.body", "body": sse_event("result", body)})
         else:
-            extra = {"Retry-After": "1"} if status == 503 else None
+            # Busy or shutting down passes; no provider configured does not, until a restart.
+            extra = {"Retry-After": "1"} if isinstance(outcome.failure, BusyError) else None
             await send_json(send, status, body, extra)
 
 
@@ -496,13 +497,16 @@ def parse_call(body: bytes) -> tuple[str, dict[str, Any]] | str:
     except (ValueError, UnicodeDecodeError) as exc:
         return f"body is not valid JSON ({exc}); {shape}"
     if not isinstance(data, dict):
-        return f"body is a JSON {type(data).__name__}, not an object; {shape}"
+        return f"body is {_json_type(data)}, not an object; {shape}"
+    unknown = sorted(set(data) - {"tool", "arguments"})
+    if unknown:  # a misspelt "arguments" would otherwise run the tool with none
+        return f"unknown field {', '.join(map(repr, unknown))}: {shape}"
     tool = data.get("tool")
     if not isinstance(tool, str) or not tool:
         return f"'tool' is missing or not a string; {shape}"
     arguments = data.get("arguments", {})
     if not isinstance(arguments, dict):
-        return f"'arguments' must be a JSON object, got {type(arguments).__name__}; {shape}"
+        return f"'arguments' must be a JSON object, got {_json_type(arguments)}; {shape}"
     if _ESCAPED_SURROGATE.search(body):  # JSON allows "\ud800"; UTF-8, SQLite and HTTP do not
         where = _lone_surrogate(arguments, "arguments")
         if where is not None:
@@ -511,6 +515,19 @@ def parse_call(body: bytes) -> tuple[str, dict[str, Any]] | str:
                 "\\uDFFF escape without its pair); send the text as UTF-8"
             )
     return tool, arguments
+
+
+def _json_type(value: Any) -> str:
+    """How JSON names the type of a parsed value: 'an array', 'null'..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"
 
 
 _ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
