@@ -18,7 +18,9 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 from mcp.server import Server, ServerRequestContext
+from mcp.shared.exceptions import MCPError
 from mcp_types import (
+    INVALID_PARAMS,
     CallToolRequestParams,
     CallToolResult,
     ListToolsResult,
@@ -348,7 +350,7 @@ def build_server(settings: Settings, store: ThreadStore | None = None) -> Server
         )
         return outcome.result
 
-    return Server(
+    server = Server(
         "exai-mcp",
         version=__version__,
         title="exai-mcp: expert second opinions",
@@ -357,6 +359,44 @@ def build_server(settings: Settings, store: ThreadStore | None = None) -> Server
         on_list_tools=list_tools,
         on_call_tool=call_tool,
     )
+    server.middleware.append(name_malformed_calls)
+    return server
+
+
+async def name_malformed_calls(ctx: Any, call_next: Any) -> Any:
+    """MCP middleware: a tools/call whose params the SDK cannot read gets -32602 saying what
+    is wrong (the SDK's own answer is a bare "Invalid request parameters")."""
+    if ctx.method == "tools/call" and ctx.request_id is not None:
+        problem = call_params_problem(ctx.params)
+        if problem is not None:
+            raise MCPError(INVALID_PARAMS, f"Invalid params: {problem}")
+    return await call_next(ctx)
+
+
+def call_params_problem(params: Any) -> str | None:
+    tools = ", ".join(TOOL_INDEX)
+    if not isinstance(params, dict) or not isinstance(params.get("name"), str):
+        return f"tools/call needs params.name, the tool to call ({tools}), as a string"
+    arguments = params.get("arguments")
+    if arguments is not None and not isinstance(arguments, dict):
+        return (
+            "params.arguments must be an object holding the tool's arguments, got "
+            f"{json_type(arguments)}"
+        )
+    return None
+
+
+def json_type(value: Any) -> str:
+    """How JSON names the type of a parsed value: 'an array', 'null'..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"
 
 
 __all__ = [

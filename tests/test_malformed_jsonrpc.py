@@ -20,6 +20,7 @@ from tests.conftest import raw_stdio_server
 REPLY_WAIT = 5.0  # seconds for each expected reply; the server answers these at once
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
+INVALID_PARAMS = -32602
 
 DEEP = "[" * 250 + "]" * 250  # deeper than the 200 levels the SDK's parser accepts
 SURROGATE = "\\ud800"  # the escape, as written on the wire
@@ -159,6 +160,25 @@ async def test_the_error_says_what_is_wrong(raw_server: RawClient) -> None:
     parse = await raw_server.receive()
     assert invalid["error"]["message"] == "Invalid Request: params must be an object"
     assert parse["error"]["message"].startswith("Parse error: trailing characters")
+
+
+@pytest.mark.parametrize(
+    ("params", "problem"),
+    [
+        ({"arguments": {}}, "tools/call needs params.name, the tool to call (analyze, workflow, "),
+        ({"name": 7}, "tools/call needs params.name"),
+        ({"name": "analyze", "arguments": []}, "params.arguments must be an object holding the "),
+        ({"name": "analyze", "arguments": "text"}, "got a string"),
+    ],
+)
+async def test_a_tools_call_the_sdk_cannot_read_is_told_what_is_wrong(
+    raw_server: RawClient, params: dict[str, Any], problem: str
+) -> None:
+    reply = await raw_server.request(7, "tools/call", params)
+
+    assert reply["error"]["code"] == INVALID_PARAMS
+    assert reply["error"]["message"].startswith("Invalid params: ")
+    assert problem in reply["error"]["message"]
 
 
 @pytest.mark.parametrize(

@@ -46,6 +46,7 @@ from exai_mcp.server import (
     TOOLS,
     asked_for_progress,
     error_result,
+    name_malformed_calls,
     tool_definition,
 )
 from exai_mcp.transports.daemon import Daemon
@@ -217,7 +218,7 @@ def build_shim_server(link: DaemonLink) -> Server[None]:
             log.warning("%s request %s: %s", params.name, ctx.request_id, exc)
             return error_result(user_message(exc))
 
-    return Server(
+    server = Server(
         "exai-mcp",
         version=__version__,
         title="exai-mcp: expert second opinions",
@@ -225,6 +226,8 @@ def build_shim_server(link: DaemonLink) -> Server[None]:
         on_list_tools=list_tools,
         on_call_tool=call_tool,
     )
+    server.middleware.append(name_malformed_calls)
+    return server
 
 
 def client_id() -> str:

@@ -74,6 +74,7 @@ from exai_mcp.server import (
     build_server,
     dispatch,
     error_result,
+    json_type,
     tool_definition,
 )
 from exai_mcp.services import Services
@@ -497,7 +498,7 @@ def parse_call(body: bytes) -> tuple[str, dict[str, Any]] | str:
     except (ValueError, UnicodeDecodeError) as exc:
         return f"body is not valid JSON ({exc}); {shape}"
     if not isinstance(data, dict):
-        return f"body is {_json_type(data)}, not an object; {shape}"
+        return f"body is {json_type(data)}, not an object; {shape}"
     unknown = sorted(set(data) - {"tool", "arguments"})
     if unknown:  # a misspelt "arguments" would otherwise run the tool with none
         return f"unknown field {', '.join(map(repr, unknown))}: {shape}"
@@ -506,7 +507,7 @@ def parse_call(body: bytes) -> tuple[str, dict[str, Any]] | str:
         return f"'tool' is missing or not a string; {shape}"
     arguments = data.get("arguments", {})
     if not isinstance(arguments, dict):
-        return f"'arguments' must be a JSON object, got {_json_type(arguments)}; {shape}"
+        return f"'arguments' must be a JSON object, got {json_type(arguments)}; {shape}"
     if _ESCAPED_SURROGATE.search(body):  # JSON allows "\ud800"; UTF-8, SQLite and HTTP do not
         where = _lone_surrogate(arguments, "arguments")
         if where is not None:
@@ -515,19 +516,6 @@ def parse_call(body: bytes) -> tuple[str, dict[str, Any]] | str:
                 "\\uDFFF escape without its pair); send the text as UTF-8"
             )
     return tool, arguments
-
-
-def _json_type(value: Any) -> str:
-    """How JSON names the type of a parsed value: 'an array', 'null'..."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    return "an array" if isinstance(value, list) else "an object"
 
 
 _ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
