@@ -65,10 +65,12 @@ class InputError(ExaiError):
 class FileAccessError(InputError):
     kind = "file_access"
 
-    def __init__(self, path: str, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
+    def __init__(self, path: str, reason: str, *, field: str | None = None) -> None:
+        shown = path or "(an empty path)"
+        super().__init__(f"{field}: {shown}: {reason}" if field else f"{shown}: {reason}")
         self.path = path
         self.reason = reason
+        self.field = field
 
 
 class UnknownTool(InputError):

@@ -52,6 +52,14 @@ async def test_a_bad_file_is_an_error_naming_the_file_and_the_reason(
     assert fake.chat_count == 0  # refused before any provider time is spent
 
 
+async def test_a_bad_path_names_its_argument_and_place(fake: FakeProvider, tmp_path: Path) -> None:
+    good = tmp_path / "good.py"
+    good.write_text("x = 1\n")
+    async with in_process_client(settings_for(fake, tmp_path)) as client:
+        empty = await client.call_tool("analyze", {"text": "look", "files": [str(good), ""]})
+    assert empty.content[0].text.startswith("files[1]: (an empty path): must be an absolute path")
+
+
 async def test_undecodable_bytes_never_crash_the_server(fake: FakeProvider, tmp_path: Path) -> None:
     latin = tmp_path / "legacy.txt"
     latin.write_bytes("caf\xe9 cr\xe8me\n".encode("latin-1"))

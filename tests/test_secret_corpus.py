@@ -546,8 +546,8 @@ async def test_a_file_holding_this_servers_own_key_never_reaches_the_provider(
             },
         )
     refusal = f"{config}: holds a secret (the value of KIMI_API_KEY) and is never sent"
-    for reply in (result, step):
-        assert reply.is_error and reply.content[0].text.startswith(refusal), reply
+    for reply, field in ((result, "files[0]"), (step, "relevant_files[0]")):
+        assert reply.is_error and reply.content[0].text.startswith(f"{field}: {refusal}"), reply
     bodies = json.dumps([request.body for request in fake.chat_requests])
     assert "kimi-test-key-123" not in bodies and "glm-test-key-456" not in bodies
 

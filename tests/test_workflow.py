@@ -101,6 +101,16 @@ async def test_an_unknown_field_is_an_error_naming_it(fake: FakeProvider, tmp_pa
     assert "relevant_file: unknown field; did you mean 'relevant_files'? allowed: kind," in text
 
 
+async def test_a_bad_path_names_the_list_it_came_from(fake: FakeProvider, tmp_path: Path) -> None:
+    good = tmp_path / "good.py"
+    good.write_text("x = 1\n")
+    async with in_process_client(settings_for(fake, tmp_path)) as client:
+        text = await error(
+            client, step(1, relevant_files=[str(good)], files_checked=[str(good), "a.py"])
+        )
+    assert text.startswith("files_checked[1]: a.py: must be an absolute path")
+
+
 async def test_a_missing_field_and_a_misspelt_nested_one_are_named(
     fake: FakeProvider, tmp_path: Path
 ) -> None:

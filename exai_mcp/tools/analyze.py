@@ -14,7 +14,7 @@ from exai_mcp.errors import BusyError, ThreadError
 from exai_mcp.middleware.call import Answer, ExpertRequest, Plan, call_key
 from exai_mcp.services import Services
 from exai_mcp.store.threads import NewThread, Thread, ThreadEditor, new_thread_id
-from exai_mcp.tools.base import AnswerOutput, ToolInput, ToolSpec, Usage
+from exai_mcp.tools.base import AnswerOutput, ToolInput, ToolSpec, Usage, check_files
 from exai_mcp.tools.history import load_thread, render_history, revision
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ class AnalyzeOutput(AnswerOutput):
 async def plan(args: AnalyzeInput, services: Services) -> Plan[AnalyzeOutput]:
     model = services.catalog.resolve(args.model, available=services.pool.available)
     # Check paths now, so a bad one is an error before any provider time is spent.
-    files = await services.files.snapshot_async(args.files)
+    files = await check_files(services, files=args.files)
     thread = await load_thread(services, args.continuation_id) if args.continuation_id else None
     asked = {
         "args": args.model_dump(exclude={"model", "continuation_id"}),

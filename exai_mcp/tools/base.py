@@ -8,13 +8,15 @@ the call for its caller); `direct` tools (`status`) bypass the pipeline entirely
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from exai_mcp.errors import FileAccessError
+from exai_mcp.files import FileStamp
 from exai_mcp.middleware.call import Plan
 from exai_mcp.services import Services
 
@@ -55,6 +57,22 @@ def tool_schema(model: type[BaseModel]) -> dict[str, Any]:
         return {**target, **inline(siblings, expanding)}
 
     return inline(schema, frozenset())
+
+
+async def check_files(services: Services, **fields: Sequence[str]) -> list[FileStamp]:
+    """Check the paths of the named arguments (each distinct path once, in order) and stamp
+    them; a bad one is an error naming the argument and the place, like `relevant_files[2]`."""
+    paths = list(dict.fromkeys(path for given in fields.values() for path in given))
+    try:
+        return await services.files.snapshot_async(paths)
+    except FileAccessError as exc:
+        where = next(
+            f"{name}[{index}]"
+            for name, given in fields.items()
+            for index, path in enumerate(given)
+            if path == exc.path
+        )
+        raise FileAccessError(exc.path, exc.reason, field=where) from None
 
 
 class ToolInput(BaseModel):

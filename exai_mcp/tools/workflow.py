@@ -45,6 +45,7 @@ from exai_mcp.tools.base import (
     ToolInput,
     ToolSpec,
     Usage,
+    check_files,
     compact_schema,
 )
 from exai_mcp.tools.history import render_history, revision
@@ -435,7 +436,9 @@ async def plan(args: WorkflowInput, services: Services) -> Plan[WorkflowOutput]:
             "start a new workflow with step_number=1"
         )
     # A bad path is an error at the step that names it, before anything is recorded.
-    await services.files.snapshot_async(_unique([*args.relevant_files, *args.files_checked]))
+    await check_files(
+        services, relevant_files=args.relevant_files, files_checked=args.files_checked
+    )
     if args.model.strip().lower() != "auto":  # an explicit model is checked at every step
         services.catalog.resolve(args.model, available=services.pool.available)
 
