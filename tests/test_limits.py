@@ -89,6 +89,29 @@ async def test_a_permit_wait_past_the_deadline_is_busy_with_how_long_and_how_man
     assert limiter.in_use() == 0 and limiter.holders() == []
 
 
+async def test_under_the_requests_own_deadline_the_wait_still_says_it_was_for_a_permit() -> None:
+    """The pipeline enforces the same deadline around the wait: the caller must learn it
+    waited for a permit, not only that its request timed out."""
+    limiter = TrackedLimiter("kimi", 1)
+    release = anyio.Event()
+
+    async def hold_until_released() -> None:
+        async with limiter.hold(Holder("r1", "analyze", "kimi"), Deadline.after(10)):
+            await release.wait()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(hold_until_released)
+        await anyio.lowlevel.checkpoint()
+        deadline = Deadline.after(0.2)
+        with (
+            pytest.raises(BusyError, match="for a 'kimi' permit"),
+            deadline.enforce("the analyze request"),
+        ):
+            async with limiter.hold(Holder("r2", "analyze", "kimi"), deadline):
+                pass
+        release.set()
+
+
 async def test_waiters_are_served_first_come_first_served() -> None:
     limiter = TrackedLimiter("global", 1)
     order: list[int] = []

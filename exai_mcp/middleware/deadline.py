@@ -22,6 +22,8 @@ import anyio
 from exai_mcp.errors import DeadlineExceeded
 from exai_mcp.middleware.call import Call, Next
 
+WAIT_MARGIN = 0.05  # seconds a wait leaves of its deadline, for its own clearer error
+
 
 class Deadline:
     __slots__ = ("_at", "_lag", "_parent", "_scopes", "budget", "started")
@@ -51,6 +53,11 @@ class Deadline:
 
     def remaining(self) -> float:
         return max(0.0, self.at - time.monotonic())
+
+    def left_to_wait(self) -> float:
+        """How long a wait (for a permit) may last: a moment less than what remains, so the
+        waiter's own error, saying what it waited for, comes before the deadline's."""
+        return max(0.0, self.remaining() - WAIT_MARGIN)
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started

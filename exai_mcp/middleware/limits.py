@@ -89,7 +89,7 @@ class TrackedLimiter:
         if on_wait is not None:
             on_wait(f"waiting for a '{self.name}' permit: {ahead} ahead in line")
         started = time.monotonic()
-        with anyio.move_on_after(deadline.remaining()) as scope:
+        with anyio.move_on_after(deadline.left_to_wait()) as scope:
             await self._limiter.acquire_on_behalf_of(holder)
         if scope.cancelled_caught:
             raise BusyError(

@@ -193,10 +193,10 @@ class SharedLimiter:
                     pubsub = self.link.client.pubsub()
                     await self.link.run(lambda r, p=pubsub: p.subscribe(self._channel))
                     continue
-                if deadline.remaining() <= 0:
+                if deadline.left_to_wait() <= 0:
                     break
                 # Until a release, the first permit's lapse, or our own place's heartbeat.
-                wait = min(max(lapse_ms, 1) / 1000, self.link.lease / 2, deadline.remaining())
+                wait = min(max(lapse_ms, 1) / 1000, self.link.lease / 2, deadline.left_to_wait())
                 try:
                     with anyio.move_on_after(wait + self.link.timeout):
                         await pubsub.get_message(ignore_subscribe_messages=True, timeout=wait)
