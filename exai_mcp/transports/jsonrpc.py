@@ -94,6 +94,16 @@ def _invalid(value: Any, exc: ValidationError) -> Rejected:
     return _rejected(INVALID_REQUEST, _problem(value, exc), [request_id(value)])
 
 
+def too_long(limit: int) -> Rejected:
+    """What a line over `limit` characters is owed: its id is not read (nor the line kept)."""
+    return _rejected(
+        INVALID_REQUEST,
+        f"message over {limit} characters; send file paths (files, relevant_files) instead "
+        "of their contents",
+        [None],
+    )
+
+
 def _problem(message: dict[str, Any], exc: ValidationError) -> str:
     """The first thing wrong with an object that should be a request or a notification."""
     if "jsonrpc" not in message:

@@ -39,7 +39,7 @@ from exai_mcp.observability.endpoint import metrics_beside
 from exai_mcp.server import build_server
 from exai_mcp.store.threads import ThreadStore
 from exai_mcp.transports.intake import SessionIntake
-from exai_mcp.transports.jsonrpc import Rejected, read_line
+from exai_mcp.transports.jsonrpc import Rejected, read_line, too_long
 
 log = logging.getLogger("exai_mcp.stdio")
 
@@ -73,7 +73,7 @@ async def stdio_session(
         _claimed(0, sys.stdin, "rb", _null_input) as wire_in,
         _claimed(1, sys.stdout, "wb", _stderr_or_null) as wire_out,
     ):
-        stdin = anyio.wrap_file(_UnownedText(wire_in, encoding="utf-8", errors="replace"))
+        stdin = _UnownedText(wire_in, encoding="utf-8", errors="replace")
         stdout = _UnownedText(wire_out, encoding="utf-8")
         to_server, read_stream = anyio.create_memory_object_stream[SessionMessage | Exception]()
         write_stream, to_client = anyio.create_memory_object_stream[SessionMessage]()
@@ -81,7 +81,13 @@ async def stdio_session(
 
         async def read_stdin() -> None:
             async with to_server, own_replies:
-                async for line in stdin:
+                while line := await anyio.to_thread.run_sync(stdin.readline, MAX_LINE_CHARS + 1):
+                    if len(line) > MAX_LINE_CHARS and not line.endswith("\n"):
+                        await anyio.to_thread.run_sync(_skip_rest_of_line, stdin)  # never whole
+                        log.warning("answered a message over %d characters", MAX_LINE_CHARS)
+                        for reply in too_long(MAX_LINE_CHARS).replies:
+                            await own_replies.send(_OwnReply(reply))
+                        continue
                     message = read_line(line)
                     if isinstance(message, Rejected):
                         if message.replies:
@@ -115,6 +121,17 @@ async def stdio_session(
             tg.start_soon(read_stdin)
             tg.start_soon(write_stdout)
             yield read_stream, write_stream
+
+
+MAX_LINE_CHARS = 16 << 20
+"""The longest message read (one line): a client bug or a flood past it is answered with an
+error, and read past in pieces, not held whole (the HTTP transport caps bodies likewise)."""
+
+
+def _skip_rest_of_line(stdin: TextIOWrapper) -> None:
+    while piece := stdin.readline(1 << 20):
+        if piece.endswith("\n"):
+            return
 
 
 @dataclass
