@@ -12,6 +12,7 @@ from tests.conftest import (
     in_process_client,
     provider_env,
     read_status,
+    settings_for,
     settings_for_two,
     stdio_params,
 )
@@ -51,3 +52,41 @@ async def test_auto_moves_a_prompt_too_large_for_one_model_to_a_provider_with_ro
     assert routed.structured_content["provider"] == "glm"
     assert named.is_error and "kimi:kimi-k2-0711-preview cannot take" in named.content[0].text
     assert fake.chat_count == 0 and glm_fake.chat_count == 1
+
+
+async def test_files_alone_that_cannot_be_sent_are_not_paid_for(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    big = tmp_path / "big.txt"
+    big.write_text(TOO_BIG)
+    settings = settings_for(fake, tmp_path, EXAI_MAX_FILE_BYTES=2_000_000)
+    async with in_process_client(settings) as client:
+        result = await client.call_tool("analyze", {"files": [str(big)], "model": "kimi-k2"})
+    assert result.is_error
+    text = result.content[0].text
+    assert text.startswith(
+        "none of the files could be sent to kimi:kimi-k2-0905-preview, and there is no text to "
+        "ask about, so nothing was sent to the provider"
+    ), text
+    assert f"{big}: over the token budget" in text
+    assert fake.chat_count == 0
+
+
+async def test_a_workflow_too_large_for_the_model_is_told_how_to_shrink_its_thread(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    final = {
+        "kind": "debug",
+        "step": "conclude",
+        "step_number": 1,
+        "total_steps": 1,
+        "next_step_required": False,
+        "findings": TOO_BIG,
+        "model": "kimi-k2",
+    }
+    async with in_process_client(settings_for(fake, tmp_path)) as client:
+        result = await client.call_tool("workflow", final)
+    assert result.is_error
+    assert "resend an earlier step_number with shorter findings" in result.content[0].text
+    assert "shorter text" not in result.content[0].text  # a workflow has no `text`
+    assert fake.chat_count == 0

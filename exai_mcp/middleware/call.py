@@ -43,6 +43,10 @@ class ExpertRequest:
     """Seconds for the provider path (the tool timeout, or the expert timeout)."""
     budget_setting: str = "WORKFLOW_TOOL_TIMEOUT_SECS"
     """The variable that sets `budget`, named when the budget runs out."""
+    files_required: bool = False
+    """The files are all there is to ask about: when none can be sent, nothing is."""
+    shorten: str = "send a shorter text or fewer files"
+    """What the caller can do when the prompt is too large for the model."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,6 +65,14 @@ class BuildPrompt:
         embedded = (
             await self.files.embed_async(ask.files, max(file_budget, 0)) if ask.files else None
         )
+        if ask.files_required and embedded is not None and not embedded.included:
+            reasons = "; ".join(f"{path}: {why}" for path, why in embedded.left_out)
+            # As too large: `auto` may still find a model with room for them.
+            raise PromptTooLarge(
+                f"none of the files could be sent to {call.model.label}, and there is no text "
+                f"to ask about, so nothing was sent to the provider ({reasons})",
+                needed=window + 1,
+            )
         files_text = f"{ask.files_heading}{embedded.text}" if embedded and embedded.text else ""
         user = "\n\n".join(part for part in (ask.intro, files_text, ask.closing) if part)
         chat = ChatRequest(
@@ -94,7 +102,7 @@ class BuildPrompt:
             f"{call.model.label} cannot take this prompt: about {fixed:,} tokens estimated"
             f"{files}, over its {window:,}-token context window less {answer_room:,} kept for "
             f"the answer ({window - answer_room:,} tokens); nothing was sent to the provider; "
-            "send a shorter text or fewer files, or pick a model with a larger context window "
+            f"{call.ask.shorten}, or pick a model with a larger context window "
             "(the `model` argument; EXAI_MAX_OUTPUT_TOKENS sets the answer's reserve)",
             needed=fixed + answer_room,
         )

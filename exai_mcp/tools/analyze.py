@@ -165,6 +165,7 @@ async def plan(args: AnalyzeInput, services: Services) -> Plan[AnalyzeOutput]:
             files=tuple(args.files),
             temperature=args.temperature,
             budget=services.timeouts.tool,
+            files_required=not (args.text and args.text.strip()),
         ),
         model=model,
         auto=auto,

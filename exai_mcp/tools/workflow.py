@@ -553,6 +553,9 @@ async def plan(args: WorkflowInput, services: Services) -> Plan[WorkflowOutput]:
             temperature=args.temperature,
             budget=services.timeouts.expert,
             budget_setting="EXPERT_ANALYSIS_TIMEOUT_SECS",
+            shorten="send fewer relevant_files, resend an earlier step_number with shorter "
+            "findings (that step and the later ones are replaced), or start a new thread "
+            "without continuation_id that sums up the findings so far",
         ),
         model=model,
         auto=args.model.strip().lower() == "auto",
