@@ -12,7 +12,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from exai_mcp.errors import InputError, ThreadError
+from exai_mcp.errors import InputError, StoreUnusable, ThreadError
 from exai_mcp.shared.threads import RedisThreadStore
 from exai_mcp.store import SCHEMA_VERSION, Step, Thread, ThreadStore, default_db_path
 from exai_mcp.store.maintenance import run_maintenance
@@ -277,6 +277,24 @@ def test_a_thread_written_by_one_store_is_read_by_a_second_store_on_the_same_fil
         second.append_step(t.id, "analyze", {"q": "more"})
     with ThreadStore(path) as third:
         assert numbers(third.get(t.id)) == [1, 2]
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_store_file_deleted_or_replaced_while_open_refuses_writes_it_would_lose(
+    tmp_path: Path, how: str
+) -> None:
+    path = tmp_path / "state.sqlite3"
+    with ThreadStore(path) as store:
+        thread = store.create("workflow", "debug")
+        for leftover in tmp_path.glob("state.sqlite3*"):
+            leftover.unlink()
+        if how == "replaced":
+            with ThreadStore(path):  # another, empty store now sits at the path
+                pass
+        with pytest.raises(StoreUnusable) as info:
+            store.append_step(thread.id, "workflow", {"step": 2})
+        assert str(info.value).startswith(f"EXAI_STATE_DB={path}: was deleted or replaced")
+        assert "restart the server" in str(info.value)
 
 
 def test_wal_mode_is_on_for_files_and_the_schema_version_is_set(tmp_path: Path) -> None:

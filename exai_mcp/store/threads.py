@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -236,6 +237,7 @@ class ThreadStore:
         self._local = threading.local()  # `editing` is set while this thread runs a `change`
         self._closed = False
         self._conn, self._reader = self._open()
+        self._identity = self._file_identity()  # what the writes must still be going to
         # `:memory:` is one database per connection, so there reads share the writer.
         self._read_lock = self._lock if self._is_memory else threading.Lock()
 
@@ -622,6 +624,14 @@ class ThreadStore:
 
     def _begin(self) -> None:
         self._check_open()
+        if self._file_identity() != self._identity:
+            # The connections still write to the old file, which nobody will open again:
+            # every write from now on would be acknowledged and lost.
+            raise StoreUnusable(
+                self.path,
+                "was deleted or replaced while the server ran, so nothing more can be saved",
+                "restart the server, which then opens the file EXAI_STATE_DB names",
+            )
         # BEGIN IMMEDIATE takes the write lock up front, waiting up to busy_timeout, so a
         # read-then-write sequence cannot be overtaken by another connection.
         try:
@@ -629,6 +639,16 @@ class ThreadStore:
         except sqlite3.OperationalError as exc:
             self._raise_if_busy(exc)
             raise
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        """(device, inode) of the file at `path` now; None in memory or when it is gone."""
+        if self._is_memory:
+            return None
+        try:
+            info = os.stat(self.path)
+        except OSError:
+            return None
+        return info.st_dev, info.st_ino
 
     def _check_open(self) -> None:
         if self._closed:
