@@ -22,25 +22,23 @@ if TYPE_CHECKING:
     from exai_mcp.store.threads import ThreadStore
 
 EXIT_CONFIG = 2
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def configure_logging(level: str, secrets: Iterable[str] = (), log_format: str = "text") -> None:
     """Every log line to stderr (stdout carries JSON-RPC only), with the API keys masked;
     `log_format="json"`: one JSON object per line (EXAI_LOG_FORMAT)."""
-    logging.basicConfig(
-        level=level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logging.basicConfig(level=level.upper(), stream=sys.stderr, format=TEXT_FORMAT)
     for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "openai", "mcp"):
         if logging.getLogger(noisy).level == logging.NOTSET:
             logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     redacting = install_log_redaction(secrets)
-    if log_format == "json":
-        from exai_mcp.observability.logs import JsonLines
+    from exai_mcp.observability.logs import JsonLines, TextLines
 
-        for handler in logging.getLogger().handlers:
-            handler.setFormatter(JsonLines(redacting.redactor))
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(
+            JsonLines(redacting.redactor) if log_format == "json" else TextLines(TEXT_FORMAT)
+        )
 
 
 def parser() -> argparse.ArgumentParser:

@@ -123,6 +123,20 @@ async def test_json_logs_are_one_object_per_line_with_one_line_per_call_and_no_k
     assert all(json.loads(out)["jsonrpc"] == "2.0" for out in server.stdout)
 
 
+async def test_what_a_client_sends_cannot_forge_a_text_log_line(fake: FakeProvider, tmp_path: Path):
+    env = provider_env(fake, tmp_path, EXAI_LOG_LEVEL="INFO")
+    forged = "/x\n2026-12-03 10:00:00,000 ERROR exai_mcp: FORGED\x00"
+    async with stdio_server(env, tmp_path) as server:
+        arguments = {"text": "hi", "files": [forged]}
+        reply = await server.call(1, "tools/call", {"name": "analyze", "arguments": arguments})
+        await server.wait_for(server.stderr, "analyze request 1 from stdio failed")
+    assert reply["result"]["isError"] is True
+    assert not [line for line in server.stderr if "FORGED" in line and "failed" not in line]
+    assert any(
+        "/x\\n2026-12-03 10:00:00,000 ERROR exai_mcp: FORGED\\x00" in line for line in server.stderr
+    )
+
+
 async def test_the_stdio_server_serves_metrics_on_loopback_when_asked(
     fake: FakeProvider, tmp_path: Path
 ):

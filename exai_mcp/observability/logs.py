@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 
@@ -22,6 +23,24 @@ from exai_mcp.observability.tracing import current_trace_id
 from exai_mcp.redact import Redactor
 
 CALL_FIELDS = ("request_id", "tool", "client")
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_NAMED = {"\n": "\\n", "\r": "\\r"}
+
+
+def escape_controls(text: str) -> str:
+    """`text` with control characters written as escapes (`\\n`, `\\x00`): what a client sent
+    (a newline in a path, a NUL in a model id) can never start a log line of its own."""
+    return _CONTROL.sub(lambda m: _NAMED.get(m[0]) or f"\\x{ord(m[0]):02x}", text)
+
+
+class TextLines(logging.Formatter):
+    """The text format (EXAI_LOG_FORMAT=text): one line per record, tracebacks apart."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
 
 
 class JsonLines(logging.Formatter):
