@@ -82,6 +82,13 @@ async def test_undecodable_bytes_never_crash_the_server(fake: FakeProvider, tmp_
             "continuation_id",
         ),
         ({"txt": "x"}, "txt: unknown field; did you mean 'text'? allowed: text, files,"),
+        ({"text": "x", "model": "kimi:k2\nFORGED"}, "model: must be 'auto', a model id or alias"),
+        ({"text": "x", "model": "k" * 201}, "up to 200 characters"),
+        (
+            {"text": "x", "continuation_id": "c" * 500},
+            "continuation_id: is 500 characters long; the ids this server gives out have 36 "
+            f"(got '{'c' * 78}…)",
+        ),
         ({"text": "x", "model": "gpt-5"}, "is not a known model"),
     ],
 )

@@ -101,6 +101,14 @@ async def test_an_unknown_field_is_an_error_naming_it(fake: FakeProvider, tmp_pa
     assert "relevant_file: unknown field; did you mean 'relevant_files'? allowed: kind," in text
 
 
+async def test_a_step_number_no_thread_could_hold_is_refused(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    async with in_process_client(settings_for(fake, tmp_path)) as client:
+        text = await error(client, step(1, total=10**30))
+    assert "total_steps: Input should be less than or equal to 10000" in text
+
+
 async def test_a_bad_path_names_the_list_it_came_from(fake: FakeProvider, tmp_path: Path) -> None:
     good = tmp_path / "good.py"
     good.write_text("x = 1\n")

@@ -8,6 +8,7 @@ the call for its caller); `direct` tools (`status`) bypass the pipeline entirely
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,11 @@ def compact_schema(schema: dict[str, Any]) -> None:
     schema.pop("title", None)
     for prop in schema.get("properties", {}).values():
         prop.pop("title", None)
+
+
+MAX_ID_CHARS = 100
+MAX_MODEL_CHARS = 200
+_MODEL_NAME = re.compile(rf"[^\s\x00-\x1f\x7f]{{1,{MAX_MODEL_CHARS}}}")
 
 
 def tool_schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -84,7 +90,25 @@ class ToolInput(BaseModel):
     @classmethod
     def _blank_means_none(cls, value: Any) -> Any:
         # Form-based clients (the Inspector's form) send "" for an optional field left empty.
-        return None if isinstance(value, str) and not value.strip() else value
+        if isinstance(value, str) and not value.strip():
+            return None
+        if isinstance(value, str) and len(value) > MAX_ID_CHARS:
+            raise ValueError(
+                f"is {len(value)} characters long; the ids this server gives out have 36"
+            )
+        return value
+
+    @field_validator("model", check_fields=False)
+    @classmethod
+    def _model_name_shape(cls, value: str) -> str:
+        # Sent on to the provider and written to logs: no spaces, controls or essays.
+        name = value.strip()
+        if not _MODEL_NAME.fullmatch(name):
+            raise ValueError(
+                f"must be 'auto', a model id or alias, or 'kimi:<id>' / 'glm:<id>': up to "
+                f"{MAX_MODEL_CHARS} characters, with no spaces or control characters"
+            )
+        return name
 
 
 class Usage(BaseModel):

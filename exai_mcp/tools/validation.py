@@ -31,7 +31,9 @@ def describe_validation_error(tool: str, model: type[BaseModel], exc: Validation
         elif isinstance(err.get("input"), dict):
             lines.append(f"- {field}: {message}")
         else:
-            lines.append(f"- {field}: {message} (got {repr(err.get('input'))[:80]})")
+            shown = repr(err.get("input"))
+            shown = shown if len(shown) <= 80 else shown[:79] + "…"
+            lines.append(f"- {field}: {message} (got {shown})")
     return "\n".join(lines)
 
 

@@ -102,9 +102,11 @@ class WorkflowInput(ToolInput):
     kind: Kind
     step: Annotated[str, Field(description="What this step investigated, or plans to.")]
     step_number: Annotated[
-        int, Field(ge=1, description="1 starts a thread; going lower backtracks.")
+        int, Field(ge=1, le=10_000, description="1 starts a thread; going lower backtracks.")
     ]
-    total_steps: Annotated[int, Field(ge=1, description="Estimated steps in all; may grow.")]
+    total_steps: Annotated[
+        int, Field(ge=1, le=10_000, description="Estimated steps in all; may grow.")
+    ]
     next_step_required: Annotated[
         bool, Field(description="false on the final step (expert verdict).")
     ]
