@@ -371,6 +371,7 @@ async def test_with_a_token_every_endpoint_but_health_needs_it(fake: FakeProvide
             "/api/v1/execute", json=call_body("t"), headers={"Authorization": f"Bearer {TOKEN}"}
         )
         health = await http.get("/health")
+        full_health = await http.get("/health", headers={"Authorization": f"Bearer {TOKEN}"})
         async with (
             httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}) as authed,
             Client(streamable_http_client(f"{srv.url}/mcp", http_client=authed)) as client,
@@ -381,6 +382,9 @@ async def test_with_a_token_every_endpoint_but_health_needs_it(fake: FakeProvide
         assert TOKEN not in refused.text
     assert right.status_code == 200
     assert health.status_code == 200 and TOKEN not in health.text
+    # Without the token: the status only (a balancer's probe), not pids, breakers or URLs.
+    assert set(health.json()) == {"status", "version"} and health.json()["status"] == "ok"
+    assert {"pid", "providers", "limits"} <= set(full_health.json())
     assert "analyze" in names
 
 

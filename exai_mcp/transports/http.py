@@ -241,6 +241,8 @@ class Guard:
             )
             return
         if path == "/health":  # a probe or a monitor does not keep an idle server alive
+            # Open to all, but with a token set only its holders see more than the status.
+            scope[FULL_HEALTH] = self._token is None or self._authorized(headers)
             await self.app(scope, receive, send)
             return
         state = self.state
@@ -543,6 +545,9 @@ def _lone_surrogate(value: Any, path: str) -> str | None:
     return None
 
 
+FULL_HEALTH = "exai.full_health"  # scope key: may this request see the whole /health body
+
+
 class Health:
     """GET /health: 200 while the server can serve, 503 otherwise. Reads counters only."""
 
@@ -590,6 +595,8 @@ class Health:
         if services.shared is not None:  # with every server's permit holders (bounded reads)
             body["redis"] = await services.shared.snapshot()
         serving = status == "ok" or (status == "degraded" and not problems)
+        if not scope.get(FULL_HEALTH, True):  # pid, breaker reasons, URLs: for the token's holders
+            body = {"status": status, "version": __version__}
         await send_json(send, 200 if serving else 503, body)
 
 
