@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -506,11 +507,13 @@ class ServedProcess:
 
 
 @asynccontextmanager
-async def served(fake: FakeProvider, tmp_path: Path, **env: Any) -> AsyncIterator[ServedProcess]:
+async def served(
+    fake: FakeProvider, tmp_path: Path, *args: str, **env: Any
+) -> AsyncIterator[ServedProcess]:
     """The server started (its URL known), in a task group that reads its stderr; killed on
     exit if it has not exited by itself."""
     process = await anyio.open_process(
-        [sys.executable, "-m", "exai_mcp", "serve", "--http", "--port", "0"],
+        [sys.executable, "-m", "exai_mcp", "serve", "--http", "--port", "0", *args],
         env=_server_env(fake, tmp_path, **env),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
@@ -667,6 +670,27 @@ async def test_health_is_503_once_no_provider_can_serve(fake: FakeProvider, tmp_
     assert after.status_code == 503 and after.json()["status"] == "no provider available"
     assert {p["breaker"]["state"] for p in after.json()["providers"].values()} == {"open"}
     assert fake.chat_count == 2
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback here")
+async def test_an_ipv6_host_may_be_given_in_brackets_as_in_a_url(
+    fake: FakeProvider, tmp_path: Path
+):
+    async with served(fake, tmp_path, "--host", "[::1]") as server:
+        async with httpx2.AsyncClient(base_url=server.url) as http:
+            health = await http.get("/health")
+        server.process.terminate()
+    assert server.url.startswith("http://[::1]:")
+    assert health.status_code == 200
 
 
 def test_a_port_in_use_is_one_line_and_exit_2(tmp_path: Path):

@@ -783,7 +783,10 @@ async def serve_http(
     `idle_exit` (seconds, 0 or None: never): exit after that long with no call and no open
     request, as a daemon started by an attached stdio process does.
     """
-    host = settings.http_host if host is None else host
+    # "[::1]" as in a URL is "::1" to bind.
+    host = (
+        (settings.http_host if host is None else host).strip().removeprefix("[").removesuffix("]")
+    )
     port = settings.http_port if port is None else port
     problem = refuse_to_serve(settings, host)
     if problem is not None:
