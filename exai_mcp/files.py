@@ -95,6 +95,7 @@ __all__ = [
     "DEFAULT_MAX_FILE_BYTES",
     "EmbeddedFiles",
     "FileAccessPolicy",
+    "cut_to_tokens",
     "estimate_tokens",
     "number_lines",
     "render_file",
@@ -188,8 +189,22 @@ def number_lines(text: str) -> str:
 
 
 def estimate_tokens(text: str) -> int:
-    """A cheap token estimate for budgets: characters / 4, rounded up."""
-    return math.ceil(len(text) / 4)
+    """A cheap token estimate for budgets: UTF-8 bytes / 4, rounded up.
+
+    Four bytes is about one token of English or code (one byte a character); a Chinese
+    character takes three bytes and tokenisers give it most of a token, so counting
+    characters would take Chinese text for a third of its size and send what cannot fit.
+    """
+    if text.isascii():
+        return math.ceil(len(text) / 4)
+    return math.ceil(len(text.encode("utf-8", "surrogatepass")) / 4)
+
+
+def cut_to_tokens(text: str, tokens: int) -> str:
+    """The start of `text` that `estimate_tokens` puts at `tokens` at most."""
+    if text.isascii():
+        return text[: tokens * 4]
+    return text.encode("utf-8", "surrogatepass")[: tokens * 4].decode("utf-8", "ignore")
 
 
 def render_file(path: Path, text: str) -> str:

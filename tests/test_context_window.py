@@ -90,3 +90,15 @@ async def test_a_workflow_too_large_for_the_model_is_told_how_to_shrink_its_thre
     assert "resend an earlier step_number with shorter findings" in result.content[0].text
     assert "shorter text" not in result.content[0].text  # a workflow has no `text`
     assert fake.chat_count == 0
+
+
+async def test_chinese_text_is_estimated_by_its_bytes_not_its_characters(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    """400,000 Chinese characters are far more than 100,000 tokens: they must not be sent."""
+    chinese = "测试文本的长度" * 57_143  # about 400,000 characters, 1.2 MB of UTF-8
+    async with in_process_client(settings_for(fake, tmp_path)) as client:
+        result = await client.call_tool("analyze", {"text": chinese, "model": "kimi-k2"})
+    assert result.is_error
+    assert result.content[0].text.startswith("kimi:kimi-k2-0905-preview cannot take this prompt")
+    assert fake.chat_count == 0

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 
 from exai_mcp.errors import PromptTooLarge
-from exai_mcp.files import FileAccessPolicy, estimate_tokens
+from exai_mcp.files import FileAccessPolicy, cut_to_tokens, estimate_tokens
 from exai_mcp.middleware.call import Answer, Call, Next
 from exai_mcp.providers.base import ChatRequest, ChatResult
 from exai_mcp.redact import Redactor
@@ -31,7 +31,7 @@ def cap_reply(text: str, max_tokens: int) -> tuple[str, bool]:
     total = estimate_tokens(text)
     if total <= max_tokens:
         return text, False
-    kept = text[: max_tokens * 4]
+    kept = cut_to_tokens(text, max_tokens)
     cut_at = kept.rfind("\n")
     if cut_at > len(kept) // 2:
         kept = kept[:cut_at]
