@@ -7,7 +7,6 @@ from what the message tells it.
 
 from __future__ import annotations
 
-import difflib
 import types
 import typing
 from typing import Any
@@ -42,6 +41,8 @@ def _allowed(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
     names = _field_names(model, loc[:-1])
     if not names:
         return ""
+    import difflib  # only a misspelt call pays for it, not every start
+
     guess = difflib.get_close_matches(str(loc[-1]), names, n=1, cutoff=0.6)
     hint = f"; did you mean {guess[0]!r}?" if guess else ";"
     return f"{hint} allowed: {', '.join(names)}"
