@@ -34,6 +34,7 @@ NOT_LOADED_WHEN_SERVING_STDIO = (
     "exai_mcp.doctor",  # `exai-mcp doctor` only
     "opentelemetry.sdk",  # only with OTEL_EXPORTER_OTLP_ENDPOINT
     "redis",  # only with EXAI_REDIS_URL
+    "difflib",  # only to suggest the field a misspelt argument meant
 )
 """Modules a stdio server answering `analyze` and `status` must never import."""
 
