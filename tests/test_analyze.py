@@ -9,6 +9,7 @@ import pytest
 from fake_provider import FakeProvider
 
 from tests.conftest import in_process_client, settings_for
+from tests.test_workflow import step
 
 
 def user_message(fake: FakeProvider, index: int = -1) -> str:
@@ -169,16 +170,8 @@ async def test_an_answer_whose_thread_filled_up_meanwhile_still_arrives_in_a_new
         async with anyio.create_task_group() as tg:
             tg.start_soon(follow_up)
             await fake.wait_for_requests(2)
-            step = {
-                "kind": "debug",
-                "step": "meanwhile",
-                "step_number": 1,
-                "total_steps": 2,
-                "next_step_required": True,
-                "findings": "the thread is now full",
-                "continuation_id": cid,
-            }
-            assert not (await client.call_tool("workflow", step)).is_error
+            meanwhile = step(1, total=2, findings="the thread is now full", continuation_id=cid)
+            assert not (await client.call_tool("workflow", meanwhile)).is_error
             fake.release()
     [answer] = results
     assert not answer.is_error, answer.content[0].text
@@ -190,18 +183,9 @@ async def test_an_empty_continuation_id_starts_a_new_thread_in_both_tools(
     fake: FakeProvider, tmp_path: Path
 ) -> None:
     """Form-based clients send "" for an optional field left empty."""
-    step = {
-        "kind": "debug",
-        "step": "start",
-        "step_number": 1,
-        "total_steps": 2,
-        "next_step_required": True,
-        "findings": "f",
-        "continuation_id": "",
-    }
     async with in_process_client(settings_for(fake, tmp_path)) as client:
         asked = await client.call_tool("analyze", {"text": "x", "continuation_id": ""})
-        started = await client.call_tool("workflow", step)
+        started = await client.call_tool("workflow", step(1, continuation_id=""))
     assert not asked.is_error and not started.is_error, started.content[0].text
     assert asked.structured_content["continuation_id"]
     assert started.structured_content["continuation_id"]

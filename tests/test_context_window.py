@@ -16,6 +16,7 @@ from tests.conftest import (
     settings_for_two,
     stdio_params,
 )
+from tests.test_workflow import step
 
 TOO_BIG = "x" * 1_200_000  # about 300,000 tokens, over kimi-k2's 262,144
 
@@ -75,15 +76,7 @@ async def test_files_alone_that_cannot_be_sent_are_not_paid_for(
 async def test_a_workflow_too_large_for_the_model_is_told_how_to_shrink_its_thread(
     fake: FakeProvider, tmp_path: Path
 ) -> None:
-    final = {
-        "kind": "debug",
-        "step": "conclude",
-        "step_number": 1,
-        "total_steps": 1,
-        "next_step_required": False,
-        "findings": TOO_BIG,
-        "model": "kimi-k2",
-    }
+    final = step(1, total=1, findings=TOO_BIG, model="kimi-k2")
     async with in_process_client(settings_for(fake, tmp_path)) as client:
         result = await client.call_tool("workflow", final)
     assert result.is_error

@@ -23,6 +23,7 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
+from anyio.abc import TaskGroup
 from fake_provider import FakeProvider, Reply
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
@@ -532,13 +533,13 @@ async def served(
                 await process.wait()
 
 
-async def test_sigterm_lets_calls_in_flight_finish_refuses_new_ones_then_exits_0(
-    fake: FakeProvider, tmp_path: Path
-):
-    fake.latency = 1.5
-    reply: dict[str, Any] = {}
+@asynccontextmanager
+async def served_with_clients(
+    fake: FakeProvider, tmp_path: Path, **env: Any
+) -> AsyncIterator[tuple[ServedProcess, TaskGroup, httpx2.AsyncClient, Client]]:
+    """`served`, with a task group for the callers, a REST client and an MCP session."""
     async with (
-        served(fake, tmp_path) as server,
+        served(fake, tmp_path, **env) as server,
         anyio.create_task_group() as tg,
         httpx2.AsyncClient(base_url=server.url, timeout=15) as http,
         Client(f"{server.url}/mcp") as client,
@@ -546,6 +547,15 @@ async def test_sigterm_lets_calls_in_flight_finish_refuses_new_ones_then_exits_0
         # The client checks a result against the tool's outputSchema, fetching the list
         # first if it has none: fetched now, not while the server is shutting down.
         await client.list_tools()
+        yield server, tg, http, client
+
+
+async def test_sigterm_lets_calls_in_flight_finish_refuses_new_ones_then_exits_0(
+    fake: FakeProvider, tmp_path: Path
+):
+    fake.latency = 1.5
+    reply: dict[str, Any] = {}
+    async with served_with_clients(fake, tmp_path) as (server, tg, http, client):
 
         async def over_rest() -> None:
             reply["rest"] = await http.post("/api/v1/execute", json=call_body("slow"))
@@ -583,13 +593,8 @@ async def test_calls_still_running_when_the_grace_ends_get_an_answer_saying_so(
     fake.hold()  # never answers: every call outlives the grace
     cut = "the server shut down before this call finished (it had 1 s, EXAI_SHUTDOWN_GRACE_SECS)"
     reply: dict[str, Any] = {}
-    async with (
-        served(fake, tmp_path, EXAI_SHUTDOWN_GRACE_SECS=1) as server,
-        anyio.create_task_group() as tg,
-        httpx2.AsyncClient(base_url=server.url, timeout=15) as http,
-        Client(f"{server.url}/mcp") as client,
-    ):
-        await client.list_tools()
+    grace = {"EXAI_SHUTDOWN_GRACE_SECS": 1}
+    async with served_with_clients(fake, tmp_path, **grace) as (server, tg, http, client):
 
         async def over_rest() -> None:
             reply["rest"] = await http.post("/api/v1/execute", json=call_body("held"))
