@@ -109,6 +109,22 @@ async def test_a_step_number_no_thread_could_hold_is_refused(
     assert "total_steps: Input should be less than or equal to 10000" in text
 
 
+async def test_the_verdict_is_kept_on_its_step_when_a_late_step_is_inserted_before_it(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    async with in_process_client(settings_for(fake, tmp_path)) as client:
+        cid = (await call(client, step(1, total=3)))["continuation_id"]
+        fake.hold()  # the final step's expert call waits
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call, client, step(3, total=3, continuation_id=cid))
+            await fake.wait_for_requests(1)
+            await call(client, step(2, total=3, continuation_id=cid))  # arrives late
+            fake.release()
+    steps = stored(tmp_path, cid).steps
+    assert [s.payload["workflow_step"] for s in steps] == [1, 2, 3]
+    assert "expert" in steps[2].payload and "expert" not in steps[1].payload
+
+
 async def test_a_bad_path_names_the_list_it_came_from(fake: FakeProvider, tmp_path: Path) -> None:
     good = tmp_path / "good.py"
     good.write_text("x = 1\n")

@@ -349,10 +349,20 @@ def _record(services: Services, args: WorkflowInput, payload: dict[str, Any]) ->
 def _attach_verdict(services: Services, thread_id: str, slot: int, payload: dict) -> None:
     """Store the verdict on its step, unless the step was replaced meanwhile (one transaction)."""
 
+    reported = _reported(payload)
+
     def attach(editor: ThreadEditor) -> None:
-        current = editor.thread.step(slot)
-        if current is not None and _reported(current.payload) == _reported(payload):
-            editor.update(slot, payload)
+        # Steps sent at once and inserted before it meanwhile have moved it further along.
+        current = next(
+            (
+                s
+                for s in editor.thread.steps
+                if s.number >= slot and s.tool == TOOL_NAME and _reported(s.payload) == reported
+            ),
+            None,
+        )
+        if current is not None:
+            editor.update(current.number, payload)
 
     try:
         services.store.edit(thread_id, attach)
