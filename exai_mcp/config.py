@@ -701,7 +701,8 @@ def _fmt(value: float) -> str:
 
 def named_env_file() -> str | None:
     """The `.env` file EXAI_ENV_FILE names, if any (default: `.env` in the working directory)."""
-    return os.environ.get("EXAI_ENV_FILE") or None
+    # In any case, like every other variable name.
+    return next((v for k, v in os.environ.items() if k.upper() == "EXAI_ENV_FILE" and v), None)
 
 
 def load_settings(env_file: str | None = None, *, check_timeouts: bool = True) -> Settings:

@@ -40,6 +40,13 @@ def test_exai_env_file_names_another_file(tmp_path: Path, monkeypatch: pytest.Mo
     assert load_settings().kimi_default_model == "kimi-k2-turbo-preview"
 
 
+def test_exai_env_file_is_read_in_any_case(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    other = tmp_path / "prod.env"
+    other.write_text("KIMI_DEFAULT_MODEL=kimi-k2-turbo-preview\n")
+    monkeypatch.setenv("exai_env_file", str(other))
+    assert load_settings().kimi_default_model == "kimi-k2-turbo-preview"
+
+
 def test_missing_named_env_file_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EXAI_ENV_FILE", "/nonexistent/exai.env")
     with pytest.raises(ConfigError, match=r"EXAI_ENV_FILE=/nonexistent/exai\.env"):
