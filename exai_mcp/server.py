@@ -364,24 +364,40 @@ def build_server(settings: Settings, store: ThreadStore | None = None) -> Server
 
 
 async def name_malformed_calls(ctx: Any, call_next: Any) -> Any:
-    """MCP middleware: a tools/call whose params the SDK cannot read gets -32602 saying what
-    is wrong (the SDK's own answer is a bare "Invalid request parameters")."""
-    if ctx.method == "tools/call" and ctx.request_id is not None:
-        problem = call_params_problem(ctx.params)
+    """MCP middleware: the protocol errors the spec asks for, each saying what is wrong.
+
+    A tools/call without a tool name or with arguments that are no object, or naming a tool
+    this server does not have, and a tools/list with a cursor (this server lists every tool
+    in one page and gives out none) get -32602; the SDK would answer the first with a bare
+    "Invalid request parameters", and the others not at all.
+    """
+    if ctx.request_id is not None:
+        problem = request_params_problem(ctx.method, ctx.params)
         if problem is not None:
-            raise MCPError(INVALID_PARAMS, f"Invalid params: {problem}")
+            raise MCPError(INVALID_PARAMS, problem)
     return await call_next(ctx)
 
 
-def call_params_problem(params: Any) -> str | None:
+def request_params_problem(method: str, params: Any) -> str | None:
+    if method == "tools/list":
+        if isinstance(params, dict) and params.get("cursor") is not None:
+            return (
+                "Invalid params: unknown cursor; this server lists every tool in one page "
+                "and gives out no cursors"
+            )
+        return None
+    if method != "tools/call":
+        return None
     tools = ", ".join(TOOL_INDEX)
     if not isinstance(params, dict) or not isinstance(params.get("name"), str):
-        return f"tools/call needs params.name, the tool to call ({tools}), as a string"
+        return f"Invalid params: tools/call needs params.name, the tool to call ({tools})"
+    if params["name"] not in TOOL_INDEX:
+        return f"Unknown tool: {params['name'][:100]!r}; this server has {tools}"
     arguments = params.get("arguments")
     if arguments is not None and not isinstance(arguments, dict):
         return (
-            "params.arguments must be an object holding the tool's arguments, got "
-            f"{json_type(arguments)}"
+            "Invalid params: params.arguments must be an object holding the tool's arguments, "
+            f"got {json_type(arguments)}"
         )
     return None
 

@@ -198,6 +198,31 @@ async def test_a_tools_call_the_sdk_cannot_read_is_told_what_is_wrong(
 
 
 @pytest.mark.parametrize(
+    ("method", "params", "message"),
+    [
+        (
+            "tools/call",
+            {"name": "nope", "arguments": {}},
+            "Unknown tool: 'nope'; this server has analyze, workflow, status",
+        ),
+        (
+            "tools/list",
+            {"cursor": "bogus"},
+            "Invalid params: unknown cursor; this server lists every tool in one page",
+        ),
+    ],
+)
+async def test_an_unknown_tool_or_cursor_is_the_protocol_error_the_spec_names(
+    raw_server: RawClient, method: str, params: dict[str, Any], message: str
+) -> None:
+    """MCP 2025-11-25, server/tools (Error Handling) and utilities/pagination: -32602."""
+    reply = await raw_server.request(8, method, params)
+
+    assert reply["error"]["code"] == INVALID_PARAMS
+    assert reply["error"]["message"].startswith(message)
+
+
+@pytest.mark.parametrize(
     "line",
     [
         '{"jsonrpc":"2.0","id":1,"method":"tools/list"}',
