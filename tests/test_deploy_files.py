@@ -26,12 +26,19 @@ def unit_sections(text: str) -> dict[str, dict[str, list[str]]]:
     return sections
 
 
+def assert_installs_from_a_checkout(command: list[str]) -> None:
+    """exai-mcp is not on PyPI: `--from exai-mcp` would fetch whatever has that name there."""
+    source = command[command.index("--from") + 1]
+    assert "/" in source, source
+
+
 def test_the_systemd_user_unit_parses_and_serves_http_with_a_drain() -> None:
     unit = unit_sections((DEPLOY / "systemd" / "exai-mcp.service").read_text())
     assert set(unit) == {"Unit", "Service", "Install"}
     service = unit["Service"]
     command = shlex.split(service["ExecStart"][0])
     assert command[-3:] == ["exai-mcp", "serve", "--http"]
+    assert_installs_from_a_checkout(command)
     assert service["KillSignal"] == ["SIGTERM"]
     assert int(service["TimeoutStopSec"][0]) > 30  # longer than EXAI_SHUTDOWN_GRACE_SECS
     assert unit["Install"]["WantedBy"] == ["default.target"]
@@ -42,6 +49,7 @@ def test_the_launchd_agent_parses_and_serves_http_without_a_real_key() -> None:
         agent = plistlib.load(handle)
     assert agent["Label"] == "ai.exai-mcp"
     assert agent["ProgramArguments"][-3:] == ["exai-mcp", "serve", "--http"]
+    assert_installs_from_a_checkout(agent["ProgramArguments"])
     assert agent["ExitTimeOut"] > 30
     assert all(v.startswith("your-") for v in agent["EnvironmentVariables"].values())
 
