@@ -119,6 +119,15 @@ def foreign_threads_table(tmp: Path) -> str:
     return str(path)
 
 
+def another_programs_database(tmp: Path) -> str:
+    path = tmp / "crm.sqlite3"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
+        conn.execute("INSERT INTO customers (name) VALUES ('Ada')")
+    conn.close()
+    return str(path)
+
+
 def parent_is_a_file(tmp: Path) -> str:
     (tmp / "state").write_text("a file where a directory should be\n")
     return str(tmp / "state" / "threads.sqlite3")
@@ -142,6 +151,10 @@ BROKEN: dict[str, tuple[Callable[[Path], str], str]] = {
     "text file": (text_file, "not a SQLite database (file is not a database)"),
     "/dev/null": (dev_null, "is not a regular file (a character device)"),
     "foreign threads table": (foreign_threads_table, "its 'threads' table is not exai-mcp's"),
+    "another program's tables": (
+        another_programs_database,
+        "holds tables that are not exai-mcp's (customers)",
+    ),
     "parent is a file": (parent_is_a_file, "is a file, not a directory"),
     "a directory": (a_directory, "is a directory"),
     "newer schema": (newer_schema, f"has schema version {SCHEMA_VERSION + 1}"),

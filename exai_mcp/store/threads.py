@@ -339,7 +339,19 @@ class ThreadStore:
             raise
 
     def _check_schema(self, conn: sqlite3.Connection) -> int:
-        """The schema version; refuses a newer one, and tables of ours with other columns."""
+        """The schema version; refuses a newer one, tables of ours with other columns, and
+        a file holding any other table (another program's database is never changed)."""
+        tables = conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        ).fetchall()
+        foreign = sorted({name for (name,) in tables} - set(_COLUMNS))
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+            raise StoreUnusable(
+                self.path,
+                f"holds tables that are not exai-mcp's ({shown})",
+                "point EXAI_STATE_DB at another file: this one belongs to another program",
+            )
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise StoreUnusable(
