@@ -308,6 +308,74 @@ async def test_mcp_over_http_lists_tools_and_reports_progress(fake: FakeProvider
     assert any(m and m.startswith("calling kimi:") for m in seen)
 
 
+MCP_HEADERS = {"Accept": "application/json, text/event-stream"}
+
+
+async def mcp_session(http: httpx2.AsyncClient) -> dict[str, str]:
+    """Headers of a fresh MCP session on /mcp (initialized), for raw JSON-RPC posts."""
+    hello = {
+        "jsonrpc": "2.0",
+        "id": 0,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "raw", "version": "0"},
+        },
+    }
+    started = await http.post("/mcp", json=hello, headers=MCP_HEADERS)
+    headers = {**MCP_HEADERS, "Mcp-Session-Id": started.headers["mcp-session-id"]}
+    ready = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+    await http.post("/mcp", json=ready, headers=headers)
+    return headers
+
+
+async def test_an_invalid_json_rpc_message_over_http_is_answered_as_over_stdio(
+    fake: FakeProvider, tmp_path: Path
+):
+    async with http_server(settings_for(fake, tmp_path)) as srv, srv.rest() as http:
+        headers = await mcp_session(http)
+        bad_id = await http.post(
+            "/mcp", json={"jsonrpc": "2.0", "id": 1.5, "method": "tools/list"}, headers=headers
+        )
+        batch = await http.post(
+            "/mcp",
+            json=[{"jsonrpc": "2.0", "id": 2, "method": "ping"}, {"jsonrpc": "2.0", "id": 3}],
+            headers=headers,
+        )
+    assert bad_id.status_code == 400
+    assert bad_id.json()["id"] is None and bad_id.json()["error"]["code"] == -32600
+    assert "id must be a string or an integer" in bad_id.json()["error"]["message"]
+    assert batch.status_code == 400
+    assert [(e["id"], e["error"]["code"]) for e in batch.json()] == [(2, -32600), (3, -32600)]
+
+
+async def test_an_id_reused_while_its_request_runs_is_refused_and_the_first_is_answered(
+    fake: FakeProvider, tmp_path: Path
+):
+    """The SDK would hand the first request's answer to the second and leave it open."""
+    call = {"jsonrpc": "2.0", "id": 7, "method": "tools/call"}
+    call["params"] = {"name": "analyze", "arguments": {"text": "held"}}
+    replies: dict[str, httpx2.Response] = {}
+    async with http_server(settings_for(fake, tmp_path)) as srv, srv.rest() as http:
+        headers = await mcp_session(http)
+        fake.hold()
+        async with anyio.create_task_group() as tg:
+
+            async def first() -> None:
+                replies["first"] = await http.post("/mcp", json=call, headers=headers)
+
+            tg.start_soon(first)
+            await fake.wait_for_requests(1)
+            replies["second"] = await http.post("/mcp", json=call, headers=headers)
+            fake.release()
+        await wait_until(lambda: srv.state.calls_in_flight == 0, timeout=5)
+    second = replies["second"]
+    assert second.status_code == 400 and second.json()["id"] == 7
+    assert "id 7 is already in use by a request of this session" in second.text
+    assert replies["first"].status_code == 200 and '"id":7' in replies["first"].text
+
+
 async def test_cancelling_an_mcp_call_over_http_stops_the_provider_request(
     fake: FakeProvider, tmp_path: Path
 ):

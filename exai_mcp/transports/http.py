@@ -44,7 +44,7 @@ from urllib.parse import urlsplit
 import anyio
 import uvicorn
 from mcp.server.transport_security import TransportSecuritySettings
-from mcp_types import CallToolResult
+from mcp_types import INVALID_REQUEST, CallToolResult, ErrorData, JSONRPCError, JSONRPCRequest
 from sse_starlette.sse import AppStatus
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
@@ -81,6 +81,7 @@ from exai_mcp.services import Services
 from exai_mcp.store.threads import ThreadStore
 from exai_mcp.tools.status import shared_problems
 from exai_mcp.transports.addresses import LOOPBACK_NAMES, WILDCARD_HOSTS, is_loopback
+from exai_mcp.transports.jsonrpc import Rejected, read_line
 
 log = logging.getLogger("exai_mcp.http")
 
@@ -151,6 +152,8 @@ class HttpState:
     """POST requests being served: REST calls and MCP requests (a tools/call until answered)."""
     open_requests: int = 0
     """Requests being served but /health: calls, and the SSE streams MCP sessions hold open."""
+    mcp_ids: set[tuple[str, object]] = field(default_factory=set)
+    """(MCP session, request id) of each request running over /mcp."""
     running: set[anyio.CancelScope] = field(default_factory=set)
     """The calls running now, each under a scope the shutdown cancels once its grace is over."""
 
@@ -255,11 +258,23 @@ class Guard:
                 body = await self._whole_body(receive, send, headers)
                 if body is None:
                     return
+                request_key = None
+                if path == "/mcp" and is_json(headers.get("content-type", "")):
+                    message = read_line(body.decode("utf-8", errors="replace"))
+                    request_key = _request_key(message, headers)
+                    refusal = _rpc_refusal(message, request_key in state.mcp_ids)
+                    if refusal is not None:
+                        await send_json(send, 400, refusal)
+                        return
+                    if request_key is not None:
+                        state.mcp_ids.add(request_key)
                 state.calls_in_flight += 1
                 try:
                     await self.app(scope, _replaying(body, receive), send)
                 finally:
                     state.calls_in_flight -= 1
+                    if request_key is not None:
+                        state.mcp_ids.discard(request_key)
             else:
                 await self.app(scope, receive, send)
         finally:
@@ -322,6 +337,38 @@ class RefuseCallsWhileDraining:
             return await call_next(ctx)
         assert shutdown.cancelled_caught  # only a cancelled scope gets here
         return self.state.shut_down_mid_call().result
+
+
+def _request_key(message: object, headers: Headers) -> tuple[str, object] | None:
+    """(MCP session, request id) of a request sent within a session, else None."""
+    session = headers.get("mcp-session-id")
+    if session is None or not isinstance(message, JSONRPCRequest):
+        return None
+    return session, message.id
+
+
+def _rpc_refusal(message: object, id_in_use: bool) -> Any | None:
+    """The JSON-RPC error body a POST to /mcp is owed before the SDK sees it, as on stdio: an
+    invalid message (a bad id, a batch) is answered, not dropped with a 202; and a request
+    reusing the id of one still running in its session is refused, since the SDK would leave
+    the first one open forever."""
+    if isinstance(message, Rejected):
+        if not message.replies:
+            return None  # owed nothing: the SDK answers it as it does
+        replies = [
+            r.model_dump(mode="json", by_alias=True, exclude_unset=True) for r in message.replies
+        ]
+        return replies[0] if len(replies) == 1 else replies
+    if id_in_use and isinstance(message, JSONRPCRequest):
+        error = ErrorData(
+            code=INVALID_REQUEST,
+            message=f"Invalid Request: id {message.id!r} is already in use by a request of "
+            "this session that is still running; give each request its own id",
+        )
+        return JSONRPCError(jsonrpc="2.0", id=message.id, error=error).model_dump(
+            mode="json", by_alias=True, exclude_none=True
+        )
+    return None
 
 
 DRAIN_CAP = 64 << 20  # bytes of an over-size body read and dropped, so the client sees the 413
