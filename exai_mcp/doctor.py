@@ -31,6 +31,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 import anyio
 from pydantic import AliasChoices, SecretStr
@@ -487,14 +489,29 @@ def server_command() -> tuple[str, list[str], str]:
 
 
 def checkout_root() -> Path | None:
+    """The checkout exai-mcp runs from: beside the package (`uv run`), or the local directory
+    it was installed from (`uvx --from <checkout>`, recorded in the wheel's direct_url.json)."""
     root = Path(__file__).resolve().parent.parent
-    pyproject = root / "pyproject.toml"
+    if _is_checkout(root):
+        return root
+    from importlib.metadata import PackageNotFoundError, distribution
+
     try:
-        if 'name = "exai-mcp"' in pyproject.read_text(encoding="utf-8"):
-            return root
+        recorded = distribution("exai-mcp").read_text("direct_url.json")
+        url = json.loads(recorded or "{}").get("url", "")
+    except (PackageNotFoundError, ValueError, AttributeError):
+        return None
+    if not url.startswith("file://"):
+        return None
+    source = Path(url2pathname(urlsplit(url).path))
+    return source if _is_checkout(source) else None
+
+
+def _is_checkout(root: Path) -> bool:
+    try:
+        return 'name = "exai-mcp"' in (root / "pyproject.toml").read_text(encoding="utf-8")
     except OSError:
-        pass
-    return None
+        return False
 
 
 async def show_daemon(report: Report, settings: Settings) -> None:

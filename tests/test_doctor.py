@@ -4,6 +4,8 @@ fake provider serving from this test's event loop."""
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
+import json
 import os
 import socket
 import subprocess
@@ -11,8 +13,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from fake_provider import FakeProvider
 
+from exai_mcp import doctor
 from exai_mcp.store.threads import ThreadStore
 
 DOCTOR_WAIT = 30.0  # seconds; a run takes about one second
@@ -272,3 +276,22 @@ def test_doctor_does_not_import_the_server() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=DOCTOR_WAIT
     )
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_run_through_uvx_from_a_checkout_the_snippets_name_that_checkout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`uvx --from <checkout>` runs an installed copy: the checkout is only in the wheel's
+    direct_url.json, and the snippets must carry it, not a placeholder URL."""
+    checkout = tmp_path / "src" / "exai-mcp"
+    checkout.mkdir(parents=True)
+    (checkout / "pyproject.toml").write_text('[project]\nname = "exai-mcp"\n')
+
+    class Installed:
+        def read_text(self, name: str) -> str | None:
+            assert name == "direct_url.json"
+            return json.dumps({"url": checkout.as_uri(), "dir_info": {}})
+
+    monkeypatch.setattr(doctor, "__file__", str(tmp_path / "site-packages/exai_mcp/doctor.py"))
+    monkeypatch.setattr(importlib.metadata, "distribution", lambda name: Installed())
+    assert doctor.checkout_root() == checkout
