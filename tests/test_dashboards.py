@@ -95,3 +95,17 @@ def test_the_alerts_cover_stuck_permits_open_breakers_latency_and_errors():
     assert "0.2" in rules["ExaiHighErrorRate"]["expr"]
     for rule in rules.values():
         assert rule["annotations"]["summary"]
+
+
+def test_counts_and_seconds_beside_rates_get_their_own_unit_and_axis():
+    """256 cache entries on a percent axis read as 25600 %; a p95 wait in seconds beside a
+    count of waiting calls reads as calls."""
+    board = json.loads((DEPLOY / "grafana" / "exai-mcp.json").read_text())
+    panels = {p["title"]: p for p in board["panels"]}
+    expected = {"Cache hit rate": "short", "Calls by outcome": "short", "Waiting calls": "s"}
+    for title, unit in expected.items():
+        [override] = panels[title]["fieldConfig"]["overrides"]
+        assert override["matcher"] == {"id": "byFrameRefID", "options": "B"}
+        properties = {p["id"]: p["value"] for p in override["properties"]}
+        assert properties == {"unit": unit, "custom.axisPlacement": "right"}, title
+        assert properties["unit"] != panels[title]["fieldConfig"]["defaults"]["unit"]
