@@ -64,6 +64,7 @@ DEFAULT_CHECK_TIMEOUT = 5.0
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
 GIT_SOURCE = "git+https://github.com/OWNER/exai-mcp"
+INSPECTOR = "@modelcontextprotocol/inspector@0.15.0"  # the newest that runs on Node.js 20
 
 
 @dataclass(slots=True)
@@ -597,7 +598,7 @@ def show_client_snippets(
     report.line(f"    {shlex.join(parts)}")
     report.line(f"    export MCP_TOOL_TIMEOUT={client_ms}")
 
-    inspector = ["npx", "-y", "@modelcontextprotocol/inspector"]
+    inspector = ["npx", "-y", INSPECTOR]
     for key, value in env.items():
         inspector += ["-e", f"{key}={value}"]
     inspector += ["--", command, *args]

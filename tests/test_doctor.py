@@ -88,6 +88,8 @@ async def test_reachable_provider_passes_and_prints_snippets_with_the_client_tim
     assert '"mcpServers"' in run.output
     assert "claude mcp add exai-mcp" in run.output
     assert "MCP_TOOL_TIMEOUT=150000" in run.output
+    # Pinned as in the README: later Inspectors do not run on Node.js 20.
+    assert "npx -y @modelcontextprotocol/inspector@0.15.0 -e" in run.output
     assert "EXAI_CLIENT_TIMEOUT_SECS=150" in run.output
     assert "OK: exai-mcp is ready" in run.output
 
