@@ -149,13 +149,16 @@ class HttpState:
     draining: bool = False
     started: float = field(default_factory=time.monotonic)
     calls_in_flight: int = 0
-    """POST requests being served: REST calls and MCP requests (a tools/call until answered)."""
+    """POST requests being served once their body has arrived: REST calls and MCP requests
+    (a tools/call until answered)."""
     open_requests: int = 0
     """Requests being served but /health: calls, and the SSE streams MCP sessions hold open."""
     mcp_ids: set[tuple[str, object]] = field(default_factory=set)
     """(MCP session, request id) of each request running over /mcp."""
     running: set[anyio.CancelScope] = field(default_factory=set)
     """The calls running now, each under a scope the shutdown cancels once its grace is over."""
+    last_request: float = field(default_factory=time.monotonic)
+    """When the last such request ended (or started): how long the server has been idle."""
 
     @contextmanager
     def until_shutdown(self) -> Iterator[anyio.CancelScope]:
@@ -174,9 +177,6 @@ class HttpState:
             error_result(SHUT_DOWN_MID_CALL.format(grace=grace)),
             BusyError(SHUT_DOWN_MID_CALL.format(grace=grace)),
         )
-
-    last_request: float = field(default_factory=time.monotonic)
-    """When the last such request ended (or started): how long the server has been idle."""
 
     def idle_for(self) -> float:
         """Seconds with no request open, no call in flight: 0 while anything runs."""
@@ -253,33 +253,40 @@ class Guard:
         state.open_requests += 1
         try:
             if is_call:
-                # A call counts as in flight once its body is here: a client that stalls
-                # mid-upload is cut off with a 408, and holds up neither a drain nor the app.
-                body = await self._whole_body(receive, send, headers)
-                if body is None:
-                    return
-                request_key = None
-                if path == "/mcp" and is_json(headers.get("content-type", "")):
-                    message = read_line(body.decode("utf-8", errors="replace"))
-                    request_key = _request_key(message, headers)
-                    refusal = _rpc_refusal(message, request_key in state.mcp_ids)
-                    if refusal is not None:
-                        await send_json(send, 400, refusal)
-                        return
-                    if request_key is not None:
-                        state.mcp_ids.add(request_key)
-                state.calls_in_flight += 1
-                try:
-                    await self.app(scope, _replaying(body, receive), send)
-                finally:
-                    state.calls_in_flight -= 1
-                    if request_key is not None:
-                        state.mcp_ids.discard(request_key)
+                await self._serve_call(scope, receive, send, headers)
             else:
                 await self.app(scope, receive, send)
         finally:
             state.open_requests -= 1
             state.last_request = time.monotonic()
+
+    async def _serve_call(
+        self, scope: Scope, receive: Receive, send: Send, headers: Headers
+    ) -> None:
+        """A POST: counted as in flight once its body is here (a client that stalls mid-upload
+        is cut off with a 408, and holds up neither a drain nor the app); to /mcp, checked as
+        stdio checks a line first."""
+        state = self.state
+        body = await self._whole_body(receive, send, headers)
+        if body is None:
+            return
+        request_key = None
+        if scope["path"] == "/mcp" and is_json(headers.get("content-type", "")):
+            message = read_line(body.decode("utf-8", errors="replace"))
+            request_key = _request_key(message, headers)
+            refusal = _rpc_refusal(message, request_key in state.mcp_ids)
+            if refusal is not None:
+                await send_json(send, 400, refusal)
+                return
+            if request_key is not None:
+                state.mcp_ids.add(request_key)
+        state.calls_in_flight += 1
+        try:
+            await self.app(scope, _replaying(body, receive), send)
+        finally:
+            state.calls_in_flight -= 1
+            if request_key is not None:
+                state.mcp_ids.discard(request_key)
 
     async def _whole_body(self, receive: Receive, send: Send, headers: Headers) -> bytes | None:
         """The request body, or None once the client left or was answered 408 or 413."""
@@ -372,6 +379,7 @@ def _rpc_refusal(message: object, id_in_use: bool) -> Any | None:
 
 
 DRAIN_CAP = 64 << 20  # bytes of an over-size body read and dropped, so the client sees the 413
+DRAIN_TIME = 5.0
 BODY_TIMEOUT = 30.0  # seconds a request body may take to arrive, whole
 CUT_CALLS_ANSWER_TIME = 2.0  # seconds the calls cancelled at the end of the grace get to answer
 
@@ -389,9 +397,6 @@ def _replaying(body: bytes, receive: Receive) -> Receive:
         return {"type": "http.request", "body": body, "more_body": False}
 
     return replay
-
-
-DRAIN_TIME = 5.0
 
 
 class BodyTooLarge(Exception):
