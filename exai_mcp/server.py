@@ -359,11 +359,11 @@ def build_server(settings: Settings, store: ThreadStore | None = None) -> Server
         on_list_tools=list_tools,
         on_call_tool=call_tool,
     )
-    server.middleware.append(name_malformed_calls)
+    server.middleware.append(answer_protocol_errors)
     return server
 
 
-async def name_malformed_calls(ctx: Any, call_next: Any) -> Any:
+async def answer_protocol_errors(ctx: Any, call_next: Any) -> Any:
     """MCP middleware: the protocol errors the spec asks for, each saying what is wrong.
 
     A tools/call without a tool name or with arguments that are no object, or naming a tool

@@ -44,9 +44,9 @@ from exai_mcp.server import (
     INSTRUCTIONS,
     SHUTTING_DOWN,
     TOOLS,
+    answer_protocol_errors,
     asked_for_progress,
     error_result,
-    name_malformed_calls,
     tool_definition,
 )
 from exai_mcp.transports.daemon import Daemon
@@ -226,7 +226,7 @@ def build_shim_server(link: DaemonLink) -> Server[None]:
         on_list_tools=list_tools,
         on_call_tool=call_tool,
     )
-    server.middleware.append(name_malformed_calls)
+    server.middleware.append(answer_protocol_errors)
     return server
 
 
