@@ -327,6 +327,16 @@ async def test_a_breaker_opened_on_one_server_is_open_on_the_other(
 # ----------------------------------------------------------------------------- reconnection
 
 
+async def shared_again(link: RedisLink) -> None:
+    """Until the link has reconnected (bounded): it does so in the background, on its own
+    schedule, so it is polled."""
+    with anyio.fail_after(10):
+        while True:
+            if not link.degraded:
+                return
+            await anyio.sleep(0.05)
+
+
 async def test_once_redis_is_back_no_connection_of_the_old_one_degrades_the_state_again(
     own_redis: RedisServer, redis_prefix: str
 ) -> None:
@@ -343,11 +353,7 @@ async def test_once_redis_is_back_no_connection_of_the_old_one_degrades_the_stat
         own_redis.restart()
         with pytest.raises(SharedUnavailable):
             await link.run(lambda r: r.ping())
-        with anyio.fail_after(10):
-            while True:  # polled: the link reconnects in the background on its own schedule
-                if not link.degraded:
-                    break
-                await anyio.sleep(0.05)
+        await shared_again(link)
         failures = link.failures
         await blocking_reads(link)
         assert not link.degraded
@@ -378,10 +384,6 @@ async def test_a_waiter_that_went_degraded_leaves_the_shared_line_once_redis_is_
                 # Wake the waiter now (as a release would): it finds its link degraded and
                 # goes on in-process, long before the link reconnects (0.2 s).
                 await a.client.publish(waiting._channel, "wake")
-            with anyio.fail_after(10):
-                while True:  # polled: the link reconnects in the background on its own schedule
-                    if not b.degraded:
-                        break
-                    await anyio.sleep(0.05)
+            await shared_again(b)
             assert waiting.degraded_admits == 1
             assert (await holding.snapshot())["waiting"] == 0

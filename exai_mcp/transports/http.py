@@ -172,11 +172,8 @@ class HttpState:
                 self.running.discard(scope)
 
     def shut_down_mid_call(self) -> Outcome:
-        grace = self.settings.shutdown_grace
-        return Outcome(
-            error_result(SHUT_DOWN_MID_CALL.format(grace=grace)),
-            BusyError(SHUT_DOWN_MID_CALL.format(grace=grace)),
-        )
+        message = SHUT_DOWN_MID_CALL.format(grace=self.settings.shutdown_grace)
+        return Outcome(error_result(message), BusyError(message))
 
     def idle_for(self) -> float:
         """Seconds with no request open, no call in flight: 0 while anything runs."""
