@@ -129,3 +129,38 @@ async def test_without_deferral_a_new_thread_is_written_before_the_reply() -> No
             assert store.get("a").steps[0].payload["digest"] == "first"
             with pytest.raises(sqlite3.OperationalError):  # the caller's error, as before
                 await writes.write_new(NewThread("b", "analyze", None, refused))
+
+
+async def test_a_writer_that_falls_behind_holds_replies_back_not_memory(tmp_path: Path) -> None:
+    # Each queued thread holds its answer. A client calling back to back can outrun the
+    # writer (the event loop never idles to let the worker thread in), so past the cap a
+    # reply waits for the writer instead of memory growing with every call.
+    def first_step(editor: ThreadEditor) -> object:
+        return editor.append("analyze", {"digest": editor.thread.id})
+
+    path = tmp_path / "threads.sqlite3"
+    with ThreadStore(path) as store:
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # the writer is stuck behind another process
+        try:
+            async with anyio.create_task_group() as tg:
+                writes = PendingWrites(store, tg, defer=True, flush_delay=0.0, max_pending=3)
+                with anyio.fail_after(WAIT / 2):
+                    for thread_id in "abc":  # up to the cap: queued, the reply goes at once
+                        await writes.write_new(NewThread(thread_id, "analyze", None, first_step))
+                fourth = anyio.Event()
+
+                async def write_fourth() -> None:
+                    await writes.write_new(NewThread("d", "analyze", None, first_step))
+                    fourth.set()
+
+                tg.start_soon(write_fourth)
+                await anyio.sleep(0.3)  # a window for it to be queued past the cap
+                assert not fourth.is_set(), "a fourth thread was queued past the cap of 3"
+                blocker.execute("ROLLBACK")
+                with anyio.fail_after(WAIT):
+                    await fourth.wait()
+                    await writes.drain()
+        finally:
+            blocker.close()
+        assert [store.get(t).steps[0].payload["digest"] for t in "abcd"] == list("abcd")

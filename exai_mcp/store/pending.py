@@ -22,6 +22,10 @@ What keeps that safe:
   not saved, and why, instead of "unknown thread";
 - one batch at a time, in a worker thread of its own, so a burst of writes never takes the
   worker threads the stdio transport reads and writes with;
+- at most `MAX_PENDING` threads wait to be written: past that, a reply waits for the batch
+  being written. Otherwise a client sending calls back to back outruns the writer (the
+  event loop never idles, and the worker thread waits up to 5 ms for the GIL at each
+  step), and every unwritten thread, answer included, piles up in memory;
 - `drain` runs before the store closes, so a server that stops (stdin closed, SIGTERM) keeps
   every thread it answered with. Only a killed process can lose the last `FLUSH_DELAY`.
 
@@ -46,6 +50,7 @@ from exai_mcp.store.threads import NewThread, ThreadStore
 log = logging.getLogger("exai_mcp.store")
 
 FLUSH_DELAY = 0.02  # seconds a queued thread waits for others to share its hop and transaction
+MAX_PENDING = 64  # threads queued or being written; a reply past it waits for a batch
 MAX_FAILURES_KEPT = 256  # thread ids whose write failed, remembered for a clear error later
 
 
@@ -58,6 +63,7 @@ class PendingWrites:
         "_failed",
         "_flushing",
         "_hurry",
+        "_max_pending",
         "_pending",
         "_queue",
         "_store",
@@ -72,8 +78,10 @@ class PendingWrites:
         *,
         defer: bool,
         flush_delay: float = FLUSH_DELAY,
+        max_pending: int = MAX_PENDING,
     ) -> None:
         self._store = store
+        self._max_pending = max_pending
         self._task_group = task_group
         self._defer = defer
         self._delay = flush_delay
@@ -97,6 +105,9 @@ class PendingWrites:
             return
         if new.thread_id in self._pending:
             raise ValueError(f"thread {new.thread_id} already has a pending write")
+        while len(self._pending) >= self._max_pending:  # the writer is behind: wait for it
+            self._hurry.set()
+            await next(iter(self._pending.values())).wait()
         self._pending[new.thread_id] = anyio.Event()
         self._queue.append(new)
         if not self._flushing:
