@@ -18,7 +18,9 @@ the `mcp` SDK's stdio client, started once, warmed up, then timed:
     answering from its result cache (the pipeline without a provider) against the no-op.
     c3 (control): a bare server answering with a stored copy of that cache hit under the same
     output schema (`replay`): what returning this result costs any server and its client (the
-    client parses it and checks it against the schema), so c2 against c3 is the pipeline.
+    client parses it and checks it against the schema). c2 against c3 is the pipeline less
+    what exai-mcp's stdio transport saves: it reads and writes the pipes on its event loop,
+    where the SDK's (which the bare server runs) hops to a worker thread for each line.
     The fake provider keeps streamed connections alive, as real providers do.
 (d) 20 concurrent calls at 500 ms: a server that blocks its event loop on a synchronous
     `openai.OpenAI` call (`scripts/blocking_server.py`, what exai-mcp replaces) against exai-mcp.

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from exai_mcp.transports.jsonrpc import Rejected, read_line
-from exai_mcp.transports.stdio import MAX_LINE_CHARS
+from exai_mcp.transports.stdio import MAX_LINE_BYTES
 from tests.conftest import raw_stdio_server
 
 REPLY_WAIT = 5.0  # seconds for each expected reply; the server answers these at once
@@ -157,12 +157,12 @@ async def test_a_line_over_the_limit_is_answered_and_read_past_not_held(
     raw_server: RawClient,
 ) -> None:
     flood = '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"analyze","text":"'
-    await raw_server.send(flood + "x" * MAX_LINE_CHARS + '"}}')
+    await raw_server.send(flood + "x" * MAX_LINE_BYTES + '"}}')
 
     refused = await raw_server.receive("the over-long line")
     assert refused["id"] is None and refused["error"]["code"] == INVALID_REQUEST
     assert refused["error"]["message"].startswith(
-        f"Invalid Request: message over {MAX_LINE_CHARS} characters"
+        f"Invalid Request: message over {MAX_LINE_BYTES} bytes"
     )
     listed = await raw_server.request(102, "tools/list", {})  # the next line is read whole
     assert "result" in listed

@@ -95,10 +95,10 @@ def _invalid(value: Any, exc: ValidationError) -> Rejected:
 
 
 def too_long(limit: int) -> Rejected:
-    """What a line over `limit` characters is owed: its id is not read (nor the line kept)."""
+    """What a line over `limit` bytes is owed: its id is not read (nor the line kept)."""
     return _rejected(
         INVALID_REQUEST,
-        f"message over {limit} characters; send file paths (files, relevant_files) instead "
+        f"message over {limit} bytes; send file paths (files, relevant_files) instead "
         "of their contents",
         [None],
     )

@@ -4,14 +4,16 @@
 
 It does what the SDK's `mcp.server.stdio.stdio_server` does (one JSON-RPC message per line,
 UTF-8; fd 0 and fd 1 moved out of reach of stray prints and child processes while serving)
-and two things that it does not:
+and three things that it does not:
 
 - every line that is not a message gets the JSON-RPC error it is owed (`jsonrpc.read_line`),
   where the SDK drops it and leaves its caller waiting;
 - intake is bounded (`intake.SessionIntake`, EXAI_SESSION_MAX_PENDING): calls beyond the cap
   are refused at once, and while too many replies are unwritten, because the client is not
   reading them, the reader stops reading stdin. The pipe then fills and the client's writes
-  block: back-pressure, instead of a task and an answer held in memory for every line read.
+  block: back-pressure, instead of a task and an answer held in memory for every line read;
+- pipes and sockets (how clients run a stdio server) are read and written by the event loop
+  itself (`wire`), not by a worker thread per line.
 
 One reader task turns lines into messages for the server (or into replies of its own), one
 writer task writes every reply in the order handed to it, and counts it as delivered as it
@@ -26,7 +28,6 @@ import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
-from io import TextIOWrapper
 from typing import BinaryIO, TextIO
 
 import anyio
@@ -40,6 +41,7 @@ from exai_mcp.server import build_server
 from exai_mcp.store.threads import ThreadStore
 from exai_mcp.transports.intake import SessionIntake
 from exai_mcp.transports.jsonrpc import Rejected, read_line, too_long
+from exai_mcp.transports.wire import TOO_LONG, LineReader, LineWriter, lines
 
 log = logging.getLogger("exai_mcp.stdio")
 
@@ -73,22 +75,19 @@ async def stdio_session(
         _claimed(0, sys.stdin, "rb", _null_input) as wire_in,
         _claimed(1, sys.stdout, "wb", _stderr_or_null) as wire_out,
     ):
-        stdin = _UnownedText(wire_in, encoding="utf-8", errors="replace")
-        stdout = _UnownedText(wire_out, encoding="utf-8")
         to_server, read_stream = anyio.create_memory_object_stream[SessionMessage | Exception]()
         write_stream, to_client = anyio.create_memory_object_stream[SessionMessage]()
         own_replies = write_stream.clone()  # the reader's own errors and refusals
 
-        async def read_stdin() -> None:
+        async def read_stdin(stdin: LineReader) -> None:
             async with to_server, own_replies:
-                while line := await anyio.to_thread.run_sync(stdin.readline, MAX_LINE_CHARS + 1):
-                    if len(line) > MAX_LINE_CHARS and not line.endswith("\n"):
-                        await anyio.to_thread.run_sync(_skip_rest_of_line, stdin)  # never whole
-                        log.warning("answered a message over %d characters", MAX_LINE_CHARS)
-                        for reply in too_long(MAX_LINE_CHARS).replies:
+                while line := await stdin.readline():
+                    if line is TOO_LONG:
+                        log.warning("answered a message over %d bytes", MAX_LINE_BYTES)
+                        for reply in too_long(MAX_LINE_BYTES).replies:
                             await own_replies.send(_OwnReply(reply))
                         continue
-                    message = read_line(line)
+                    message = read_line(line.decode("utf-8", errors="replace"))
                     if isinstance(message, Rejected):
                         if message.replies:
                             log.warning("answered a malformed message: %s", message.reason)
@@ -105,7 +104,7 @@ async def stdio_session(
                         continue
                     await to_server.send(SessionMessage(message, metadata=intake.admit(message)))
 
-        async def write_stdout() -> None:
+        async def write_stdout(stdout: LineWriter) -> None:
             async with to_client:
                 async for session_message in to_client:
                     message = session_message.message
@@ -114,43 +113,26 @@ async def stdio_session(
                         # its next call before this task runs again, and must find room.
                         intake.delivering(message)
                     line = message.model_dump_json(by_alias=True, exclude_unset=True)
-                    # One worker-thread hop for the write and its flush, not one each.
-                    await anyio.to_thread.run_sync(_write_line, stdout, line)
+                    await stdout.write(line.encode("utf-8") + b"\n")
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(read_stdin)
-            tg.start_soon(write_stdout)
+        async with (
+            lines(wire_in, wire_out, MAX_LINE_BYTES) as wire,
+            anyio.create_task_group() as tg,
+        ):
+            tg.start_soon(read_stdin, wire.reader)
+            tg.start_soon(write_stdout, wire.writer)
             yield read_stream, write_stream
 
 
-MAX_LINE_CHARS = 16 << 20
+MAX_LINE_BYTES = 16 << 20
 """The longest message read (one line): a client bug or a flood past it is answered with an
 error, and read past in pieces, not held whole (the HTTP transport caps bodies likewise)."""
-
-
-def _skip_rest_of_line(stdin: TextIOWrapper) -> None:
-    while piece := stdin.readline(1 << 20):
-        if piece.endswith("\n"):
-            return
 
 
 @dataclass
 class _OwnReply(SessionMessage):
     """A reply the transport writes itself (an error, a refusal): it frees no counted request,
     even when a client reuses the id of one still in flight."""
-
-
-def _write_line(stdout: TextIOWrapper, line: str) -> None:
-    stdout.write(line + "\n")
-    stdout.flush()
-
-
-class _UnownedText(TextIOWrapper):
-    """Text over a buffer this transport does not own: closing it leaves the buffer open."""
-
-    def close(self) -> None:
-        with suppress(ValueError):
-            self.detach()
 
 
 @contextmanager
@@ -162,7 +144,8 @@ def _claimed(
 
     Restored on exit. Where descriptors cannot be moved (no real fd behind the stream, or an
     OS error) the stream's own buffer is served in place, as the SDK does. The duplicate is
-    never closed: a worker thread may still be blocked on it when the transport exits.
+    never closed: a worker thread may still be blocked on it when the transport exits
+    (when `wire` serves it by thread).
     """
     try:
         if stream.buffer.fileno() != fd:
