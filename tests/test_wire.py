@@ -26,6 +26,7 @@ from typing import Any, BinaryIO
 import anyio
 import pytest
 from fake_provider import FakeProvider
+from mcp_types import INVALID_REQUEST, PARSE_ERROR
 
 from exai_mcp.transports import wire as wire_module
 from exai_mcp.transports.wire import CHUNK, TOO_LONG, lines
@@ -240,10 +241,12 @@ def test_a_server_on_one_socket_for_stdin_and_stdout_answers(
 def test_a_server_reading_a_file_answers_every_line_and_exits(
     fake: FakeProvider, tmp_path: Path
 ) -> None:
-    # `exai-mcp < calls.jsonl > replies.jsonl`: files are read and written by thread.
-    calls, replies = tmp_path / "calls.jsonl", tmp_path / "replies.jsonl"
-    calls.write_bytes(SESSION)
-    with calls.open("rb") as stdin, replies.open("wb") as stdout:
+    # `exai-mcp < lines.jsonl > replies.jsonl`: files are read and written by thread. The
+    # lines are ones the transport answers itself, so none races the end of input (a call
+    # still running when input ends is cancelled: its client has gone).
+    lines_in, replies = tmp_path / "lines.jsonl", tmp_path / "replies.jsonl"
+    lines_in.write_bytes(b'not json\n{"jsonrpc":"2.0","id":7,"method":"x","params":[1]}\n')
+    with lines_in.open("rb") as stdin, replies.open("wb") as stdout:
         done = subprocess.run(
             [sys.executable, "-m", "exai_mcp"],
             stdin=stdin,
@@ -255,4 +258,7 @@ def test_a_server_reading_a_file_answers_every_line_and_exits(
         )
     assert done.returncode == 0
     answered = [json.loads(line) for line in replies.read_bytes().splitlines()]
-    assert [reply["id"] for reply in answered] == [0, 1]
+    assert [(reply["id"], reply["error"]["code"]) for reply in answered] == [
+        (None, PARSE_ERROR),
+        (7, INVALID_REQUEST),
+    ]
