@@ -201,8 +201,14 @@ SESSION = b"".join(
 )
 
 
-def server_env(fake: FakeProvider, tmp_path: Path) -> dict[str, str]:
-    return {**stdio_params(provider_env(fake, tmp_path)).env, "EXAI_LOG_LEVEL": "WARNING"}
+def spawning(fake: FakeProvider, tmp_path: Path) -> dict[str, Any]:
+    """`subprocess` arguments for `python -m exai_mcp`, less its stdin and stdout."""
+    return {
+        "args": [sys.executable, "-m", "exai_mcp"],
+        "stderr": subprocess.DEVNULL,
+        "env": {**stdio_params(provider_env(fake, tmp_path)).env, "EXAI_LOG_LEVEL": "WARNING"},
+        "cwd": tmp_path,
+    }
 
 
 def test_a_server_on_one_socket_for_stdin_and_stdout_answers(
@@ -211,14 +217,7 @@ def test_a_server_on_one_socket_for_stdin_and_stdout_answers(
     # socat's EXEC: and inetd hand a server one socket as both: the loop's write side would
     # take the client's next request for the socket closing.
     client, server_end = socket.socketpair()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "exai_mcp"],
-        stdin=server_end,
-        stdout=server_end,
-        stderr=subprocess.DEVNULL,
-        env=server_env(fake, tmp_path),
-        cwd=tmp_path,
-    )
+    server = subprocess.Popen(stdin=server_end, stdout=server_end, **spawning(fake, tmp_path))
     server_end.close()
     try:
         client.settimeout(RAW_REPLY_WAIT)
@@ -248,13 +247,7 @@ def test_a_server_reading_a_file_answers_every_line_and_exits(
     lines_in.write_bytes(b'not json\n{"jsonrpc":"2.0","id":7,"method":"x","params":[1]}\n')
     with lines_in.open("rb") as stdin, replies.open("wb") as stdout:
         done = subprocess.run(
-            [sys.executable, "-m", "exai_mcp"],
-            stdin=stdin,
-            stdout=stdout,
-            stderr=subprocess.DEVNULL,
-            env=server_env(fake, tmp_path),
-            cwd=tmp_path,
-            timeout=RAW_REPLY_WAIT * 2,
+            stdin=stdin, stdout=stdout, timeout=RAW_REPLY_WAIT * 2, **spawning(fake, tmp_path)
         )
     assert done.returncode == 0
     answered = [json.loads(line) for line in replies.read_bytes().splitlines()]
