@@ -255,3 +255,32 @@ def test_a_server_reading_a_file_answers_every_line_and_exits(
         (None, PARSE_ERROR),
         (7, INVALID_REQUEST),
     ]
+
+
+def test_a_client_that_stops_listening_ends_the_session_and_the_server_exits(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    # The client closes its end of the server's stdout but keeps stdin open: the server must
+    # neither linger (holding its provider connections) nor die with a traceback.
+    spawn = spawning(fake, tmp_path)
+    spawn["env"]["EXAI_LOG_LEVEL"] = "INFO"
+    spawn["stderr"] = subprocess.PIPE
+    server = subprocess.Popen(stdin=subprocess.PIPE, stdout=subprocess.PIPE, **spawn)
+    assert server.stdin is not None and server.stdout is not None and server.stderr is not None
+    try:
+        server.stdin.write(message(0, "initialize", INITIALIZE))
+        server.stdin.flush()
+        assert json.loads(server.stdout.readline())["id"] == 0
+        server.stdout.close()
+        server.stdin.write(SESSION.split(b"\n", 1)[1])  # initialized, then a tools/list
+        server.stdin.flush()
+        assert server.wait(RAW_REPLY_WAIT) == 0
+        log = server.stderr.read().decode()
+        assert "Traceback" not in log
+        assert "the client closed its end of stdout" in log
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        server.stdin.close()
+        server.stderr.close()

@@ -104,7 +104,7 @@ async def stdio_session(
                         continue
                     await to_server.send(SessionMessage(message, metadata=intake.admit(message)))
 
-        async def write_stdout(stdout: LineWriter) -> None:
+        async def write_stdout(stdout: LineWriter, session: anyio.CancelScope) -> None:
             async with to_client:
                 async for session_message in to_client:
                     message = session_message.message
@@ -113,14 +113,22 @@ async def stdio_session(
                         # its next call before this task runs again, and must find room.
                         intake.delivering(message)
                     line = message.model_dump_json(by_alias=True, exclude_unset=True)
-                    await stdout.write(line.encode("utf-8") + b"\n")
+                    try:
+                        await stdout.write(line.encode("utf-8") + b"\n")
+                    except ConnectionError:
+                        # The client stopped listening: the session is over, as at the end of
+                        # its input. Its calls still running are cancelled (no one would read
+                        # them), and the server exits instead of lingering with the client.
+                        log.info("the client closed its end of stdout; ending the session")
+                        session.cancel()
+                        return
 
         async with (
             lines(wire_in, wire_out, MAX_LINE_BYTES) as wire,
             anyio.create_task_group() as tg,
         ):
             tg.start_soon(read_stdin, wire.reader)
-            tg.start_soon(write_stdout, wire.writer)
+            tg.start_soon(write_stdout, wire.writer, tg.cancel_scope)
             yield read_stream, write_stream
 
 
