@@ -164,3 +164,40 @@ async def test_a_writer_that_falls_behind_holds_replies_back_not_memory(tmp_path
         finally:
             blocker.close()
         assert [store.get(t).steps[0].payload["digest"] for t in "abcd"] == list("abcd")
+
+
+async def test_a_thread_id_queued_twice_is_refused_even_after_waiting_for_room(
+    tmp_path: Path,
+) -> None:
+    # The check must hold when both writes waited for room: the second would otherwise
+    # replace the first's pending mark, and its failed create would name a saved thread.
+    def first_step(editor: ThreadEditor) -> object:
+        return editor.append("analyze", {"digest": editor.thread.id})
+
+    path = tmp_path / "threads.sqlite3"
+    refused: list[ValueError] = []
+    with ThreadStore(path) as store:
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            async with anyio.create_task_group() as tg:
+                writes = PendingWrites(store, tg, defer=True, flush_delay=0.0, max_pending=2)
+                for thread_id in "ab":
+                    await writes.write_new(NewThread(thread_id, "analyze", None, first_step))
+
+                async def write_x() -> None:
+                    try:
+                        await writes.write_new(NewThread("x", "analyze", None, first_step))
+                    except ValueError as exc:
+                        refused.append(exc)
+
+                tg.start_soon(write_x)
+                tg.start_soon(write_x)
+                await anyio.sleep(0.2)  # both wait for room
+                blocker.execute("ROLLBACK")
+                with anyio.fail_after(WAIT):
+                    await writes.drain()
+        finally:
+            blocker.close()
+        assert len(refused) == 1 and "already has a pending write" in str(refused[0])
+        assert store.get("x").steps[0].payload["digest"] == "x"

@@ -103,11 +103,11 @@ class PendingWrites:
                 )
             )
             return
-        if new.thread_id in self._pending:
-            raise ValueError(f"thread {new.thread_id} already has a pending write")
         while len(self._pending) >= self._max_pending:  # the writer is behind: wait for it
             self._hurry.set()
             await next(iter(self._pending.values())).wait()
+        if new.thread_id in self._pending:  # checked after the wait, when nothing can come between
+            raise ValueError(f"thread {new.thread_id} already has a pending write")
         self._pending[new.thread_id] = anyio.Event()
         self._queue.append(new)
         if not self._flushing:
