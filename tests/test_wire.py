@@ -11,13 +11,16 @@ thread per line (the two hops were a third of the server's CPU time for a cache 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import os
 import socket
+import stat
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -175,6 +178,81 @@ async def test_a_client_that_is_gone_is_noticed_on_the_next_write(
         async with lines(server_in, server_out, CAP) as wire:
             with anyio.fail_after(WAIT), pytest.raises(ConnectionError):
                 await wire.writer.write(b'{"id":1}\n' * 50_000)
+
+
+def read_for(client: BinaryIO, seconds: float) -> int:
+    """Bytes that arrive on `client` within `seconds` (it is read without blocking)."""
+    os.set_blocking(client.fileno(), False)
+    got, deadline = 0, time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            got += len(os.read(client.fileno(), 1 << 16))
+        except BlockingIOError:
+            time.sleep(0.01)
+    return got
+
+
+async def test_a_reply_cut_short_by_cancellation_is_not_finished_after_the_session(
+    tmp_path: Path,
+) -> None:
+    # Finishing it would write from a callback on a descriptor blocking again by then: the
+    # whole event loop would stop until the client read it all.
+    with wire_in("pipe", tmp_path) as server_in, wire_out("pipe") as (server_out, client):
+        room = fcntl.fcntl(server_out, F_GETPIPE_SZ)
+        async with lines(server_in, server_out, CAP) as wire:
+            writing = asyncio.ensure_future(wire.writer.write(b"x" * (4 * room) + b"\n"))
+            await asyncio.sleep(0.2)  # the pipe is full, the rest waits in the transport
+            writing.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await writing
+        reading = asyncio.ensure_future(asyncio.to_thread(read_for, client, 1.0))
+        await asyncio.sleep(0.5)  # the loop runs while the client reads
+        assert await reading == room  # what the pipe held, and nothing after
+
+
+@pytest.mark.parametrize("kind", ["socket", "one socket"])
+async def test_a_connection_reset_by_the_client_is_the_end_of_input(
+    kind: str, tmp_path: Path
+) -> None:
+    ours, theirs = socket.socketpair()
+    with ours.makefile("rb") as server_in, contextlib.ExitStack() as stack:
+        if kind == "one socket":
+            server_out = stack.enter_context(ours.makefile("wb"))
+        else:
+            server_out, _ = stack.enter_context(wire_out("pipe"))
+        ours.sendall(b'{"reply":"never read"}\n')
+        theirs.sendall(b'{"jsonrpc":"2.0","id":1,"method":"tools/li')  # cut short by...
+        theirs.close()  # ...a close with a reply unread: a reset, not an end of file
+        async with lines(server_in, server_out, CAP) as wire:
+            with anyio.fail_after(WAIT):
+                assert await wire.reader.readline() == b""
+    ours.close()
+
+
+async def test_two_socket_pairs_are_told_apart_where_sockets_have_no_inode_numbers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # macOS reports inode 0 for every socket: Node's two socket pairs, one for stdin and one
+    # for stdout, must not be taken for one socket (and served by threads).
+    real_fstat = os.fstat
+
+    def fstat_as_on_macos(fd: int) -> os.stat_result:
+        found = real_fstat(fd)
+        if not stat.S_ISSOCK(found.st_mode):
+            return found
+        return os.stat_result((found.st_mode, 0, 0, *tuple(found)[3:10]))
+
+    monkeypatch.setattr(os, "fstat", fstat_as_on_macos)
+    no_worker_threads(monkeypatch)
+    with wire_in("socket", tmp_path, b"{}\n") as server_in, wire_out("socket") as (server_out, _):
+        blocking = os.get_blocking(server_in.fileno()), os.get_blocking(server_out.fileno())
+        async with lines(server_in, server_out, CAP) as wire:
+            assert await wire.reader.readline() == b"{}\n"
+            await wire.writer.write(b"{}\n")
+        assert (
+            os.get_blocking(server_in.fileno()),
+            os.get_blocking(server_out.fileno()),
+        ) == blocking
 
 
 @pytest.mark.parametrize("kind", ["pipe", "socket"])

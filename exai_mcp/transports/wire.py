@@ -15,6 +15,7 @@ once (`TOO_LONG`) and read past in pieces, never held whole.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import stat
 import sys
@@ -24,6 +25,8 @@ from dataclasses import dataclass
 from typing import BinaryIO, Final, Protocol
 
 import anyio
+
+log = logging.getLogger("exai_mcp.stdio")
 
 TOO_LONG: Final = b"\0too long\0"
 """What `readline` returns for a line over its cap; compare with `is` (a line read from the
@@ -103,7 +106,12 @@ async def _line_writer(
     try:
         yield _LoopWriter(transport, protocol)
     finally:
-        transport.close()
+        if transport.get_write_buffer_size():
+            # A reply cut short by cancellation: drop its rest. Closing would keep a callback
+            # writing it, which blocks the whole loop once the descriptor is blocking again.
+            transport.abort()
+        else:
+            transport.close()
         _restore_blocking(fd)
 
 
@@ -122,14 +130,33 @@ def _pollable_loop(wire: BinaryIO) -> asyncio.AbstractEventLoop | None:
 def _same_file(one: BinaryIO, other: BinaryIO) -> bool:
     try:
         a, b = os.fstat(one.fileno()), os.fstat(other.fileno())
+        if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino):
+            return False
+        # macOS gives every socket inode 0, so two socket pairs (Node's) look like one.
+        return a.st_ino != 0 or _one_open_file(one.fileno(), other.fileno())
     except (AttributeError, OSError, ValueError):
         return False
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _one_open_file(fd: int, other: int) -> bool:
+    """Whether `fd` and `other` share one open file (a socket shared by dup, fork or fd
+    passing): the blocking flag belongs to the open file, so flipping it on one shows on
+    the other. Flipped back at once."""
+    before, was = os.get_blocking(other), os.get_blocking(fd)
+    os.set_blocking(fd, not was)
+    try:
+        return os.get_blocking(other) != before
+    finally:
+        os.set_blocking(fd, was)
 
 
 def _unowned(fd: int, mode: str) -> BinaryIO:
     """A file object over `fd` that the pipe transport may close without closing `fd`."""
     return open(fd, mode, buffering=0, closefd=False)  # the pipe transport closes it
+
+
+def _reset() -> None:
+    log.info("the client reset its connection: taken as the end of its input")
 
 
 def _restore_blocking(fd: int) -> None:
@@ -164,7 +191,13 @@ class _LoopReader:
                 self._skipping = True
                 return TOO_LONG
             self._searched = len(self._buffer)
-            chunk = await self._reader.read(CHUNK)
+            try:
+                chunk = await self._reader.read(CHUNK)
+            except ConnectionError:  # a socket reset by a client that left
+                _reset()
+                self._buffer.clear()  # a line it cut short is not a message
+                self._searched = 0
+                return b""
             if not chunk:  # end of input: what is left is the last line, unless skipped
                 line = b"" if self._skipping else bytes(self._buffer)
                 self._buffer.clear()
@@ -179,10 +212,14 @@ class _ThreadReader:
         self._cap = cap
 
     async def readline(self) -> bytes:
-        line = await anyio.to_thread.run_sync(self._wire.readline, self._cap + 1)
-        if len(line) <= self._cap or line.endswith(b"\n"):
-            return line
-        await anyio.to_thread.run_sync(self._skip_rest_of_line)
+        try:
+            line = await anyio.to_thread.run_sync(self._wire.readline, self._cap + 1)
+            if len(line) <= self._cap or line.endswith(b"\n"):
+                return line
+            await anyio.to_thread.run_sync(self._skip_rest_of_line)
+        except ConnectionError:  # a socket reset by a client that left
+            _reset()
+            return b""
         return TOO_LONG
 
     def _skip_rest_of_line(self) -> None:
